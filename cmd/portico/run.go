@@ -1,0 +1,192 @@
+package main
+
+import (
+	"context"
+	_ "embed"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/portico/portico/admin"
+	"github.com/portico/portico/balancer"
+	"github.com/portico/portico/config"
+	"github.com/portico/portico/proxy"
+)
+
+//go:embed quickstart.toml
+var quickstartTOML string
+
+func cmdRun(args []string, stdout, stderr io.Writer) int {
+	fs := flags("run", "run [-config FILE]", stderr)
+	path := fs.String("config", "", "configuration file (default: the embedded quickstart)")
+	if code, done := parseFlags(fs, args); done {
+		return code
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	var cfg *config.Config
+	var demo []*http.Server
+	var err error
+	if *path == "" {
+		cfg, demo, err = quickstart()
+	} else {
+		cfg, err = config.Load(*path)
+	}
+	if err != nil {
+		printConfigError(stderr, err)
+		return 1
+	}
+	log := newLogger(cfg.Log, stderr)
+	if err := serve(ctx, cfg, log, func(addrs listenAddrs) {
+		if demo != nil {
+			printQuickstart(stdout, addrs)
+		}
+	}); err != nil {
+		log.Error("portico stopped", "err", err)
+		return 1
+	}
+	for _, s := range demo {
+		_ = s.Close()
+	}
+	return 0
+}
+
+func newLogger(lc config.Log, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(lc.Level)) // validated already
+	opts := &slog.HandlerOptions{Level: level}
+	if lc.Format == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+type listenAddrs struct{ http, admin string }
+
+// serve runs the proxy until ctx ends, then shuts down gracefully. ready is
+// called once every listener is bound.
+func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ready func(listenAddrs)) error {
+	snap, err := proxy.NewSnapshot(cfg, log)
+	if err != nil {
+		return err
+	}
+	defer snap.Close()
+	h := proxy.NewHandler(snap)
+
+	type listener struct {
+		name string
+		ln   net.Listener
+		srv  *http.Server
+	}
+	var ls []listener
+	defer func() {
+		for _, l := range ls {
+			_ = l.ln.Close()
+		}
+	}()
+	listen := func(name, addr string, srv *http.Server) error {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return fmt.Errorf("%s listener: %w", name, err)
+		}
+		ls = append(ls, listener{name, ln, srv})
+		return nil
+	}
+
+	if err := listen("http", cfg.Server.HTTPAddr, proxy.NewServer(&cfg.Server, h, log)); err != nil {
+		return err
+	}
+	var addrs listenAddrs
+	addrs.http = ls[0].ln.Addr().String()
+	if cfg.Server.AdminAddr != config.Off {
+		pools := func() []*balancer.Pool { return h.Snapshot().Pools() }
+		srv := &http.Server{Handler: admin.Handler(pools), ReadHeaderTimeout: cfg.Server.ReadHeaderTimeout.Duration}
+		if err := listen("admin", cfg.Server.AdminAddr, srv); err != nil {
+			return err
+		}
+		addrs.admin = ls[1].ln.Addr().String()
+	}
+	if cfg.Server.HTTPSAddr != "" {
+		log.Warn("https_addr is set but this build serves plain HTTP only; not listening", "https_addr", cfg.Server.HTTPSAddr)
+	}
+
+	errc := make(chan error, len(ls))
+	for _, l := range ls {
+		log.Info("listening", "listener", l.name, "addr", l.ln.Addr().String())
+		go func() {
+			if err := l.srv.Serve(l.ln); !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("%s listener: %w", l.name, err)
+			}
+		}()
+	}
+	ready(addrs)
+
+	select {
+	case <-ctx.Done():
+	case err := <-errc:
+		return err
+	}
+	log.Info("shutting down", "timeout", cfg.Server.ShutdownTimeout.Duration.String())
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.Server.ShutdownTimeout.Duration)
+	defer cancel()
+	for _, l := range ls {
+		if err := l.srv.Shutdown(sctx); err != nil {
+			log.Warn("requests cut off at shutdown timeout", "listener", l.name, "err", err)
+			_ = l.srv.Close()
+		}
+	}
+	log.Info("stopped")
+	return nil
+}
+
+// quickstart starts two demo backends on loopback and returns the embedded
+// configuration pointed at them.
+func quickstart() (*config.Config, []*http.Server, error) {
+	var servers []*http.Server
+	doc := quickstartTOML
+	for i, name := range []string{"demo-1", "demo-2"} {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, nil, fmt.Errorf("quickstart demo backend: %w", err)
+		}
+		srv := &http.Server{Handler: demoBackend(name), ReadHeaderTimeout: 10 * time.Second}
+		go func() { _ = srv.Serve(ln) }()
+		servers = append(servers, srv)
+		doc = strings.ReplaceAll(doc, fmt.Sprintf("{{DEMO%d}}", i+1), ln.Addr().String())
+	}
+	cfg, err := config.Parse([]byte(doc), "quickstart.toml")
+	return cfg, servers, err
+}
+
+func demoBackend(name string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Header().Set("X-Demo-Backend", name)
+		fmt.Fprintf(w, "Hello from %s: %s %s (X-Forwarded-For: %s)\n",
+			name, r.Method, r.URL.RequestURI(), r.Header.Get("X-Forwarded-For"))
+	})
+}
+
+func printQuickstart(w io.Writer, a listenAddrs) {
+	fmt.Fprintf(w, `
+Portico quickstart is running: two demo backends behind one proxy, round robin.
+
+  curl http://%[1]s/         # run it twice: demo-1 and demo-2 take turns
+  curl http://%[2]s/api/pools   # backends and their state (admin listener)
+
+Write your own configuration from config.example.toml, then:
+  portico validate -config portico.toml && portico run -config portico.toml
+
+Ctrl-C stops.
+
+`, a.http, a.admin)
+}

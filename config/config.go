@@ -1,0 +1,130 @@
+// Package config owns Portico's declarative configuration: the TOML schema,
+// its defaults, and validation that reports every problem with file, line and
+// key. It knows nothing of the runtime; cmd turns a validated Config into a
+// running snapshot. It imports no other Portico package.
+package config
+
+import (
+	"fmt"
+	"net/netip"
+	"net/url"
+	"time"
+)
+
+// Config is one whole configuration file, validated and with defaults applied.
+type Config struct {
+	Server Server           `toml:"server"`
+	Log    Log              `toml:"log"`
+	Pools  map[string]*Pool `toml:"pools"`
+	Routes []*Route         `toml:"routes"`
+
+	// File is the path the configuration was read from, for messages.
+	File string `toml:"-"`
+}
+
+// Server holds the listener settings.
+type Server struct {
+	HTTPAddr          string   `toml:"http_addr"`
+	HTTPSAddr         string   `toml:"https_addr"`
+	AdminAddr         string   `toml:"admin_addr"`
+	ReadHeaderTimeout Duration `toml:"read_header_timeout"`
+	IdleTimeout       Duration `toml:"idle_timeout"`
+	MaxHeaderBytes    int      `toml:"max_header_bytes"`
+	ShutdownTimeout   Duration `toml:"shutdown_timeout"`
+	TrustedProxies    []string `toml:"trusted_proxies"`
+
+	// Trusted is TrustedProxies parsed; a bare address is a one-address prefix.
+	Trusted []netip.Prefix `toml:"-"`
+}
+
+// Log holds the process log settings.
+type Log struct {
+	Level     string `toml:"level"`
+	Format    string `toml:"format"`
+	AccessLog string `toml:"access_log"`
+}
+
+// Pool is a named group of interchangeable backends.
+type Pool struct {
+	Balance                string     `toml:"balance"`
+	Backends               []*Backend `toml:"backends"`
+	DialTimeout            Duration   `toml:"dial_timeout"`
+	ResponseHeaderTimeout  Duration   `toml:"response_header_timeout"`
+	MaxIdleConnsPerBackend int        `toml:"max_idle_conns_per_backend"`
+	Retries                int        `toml:"retries"`
+}
+
+// Backend is one server of a pool.
+type Backend struct {
+	URL       string `toml:"url"`
+	RawWeight *int   `toml:"weight"` // nil when unset, to tell it from an invalid 0
+
+	// Filled in by validation: the weight (default 1) and the parsed URL.
+	Weight int      `toml:"-"`
+	Parsed *url.URL `toml:"-"`
+}
+
+// Route sends matching requests to a pool.
+type Route struct {
+	Host        string `toml:"host"`
+	PathPrefix  string `toml:"path_prefix"`
+	StripPrefix bool   `toml:"strip_prefix"`
+	Pool        string `toml:"pool"`
+}
+
+// Balance policies a pool may name.
+const (
+	RoundRobin = "round_robin"
+	LeastConn  = "least_conn"
+)
+
+// Limits that keep a configuration within what the runtime is built for.
+const (
+	MaxWeight  = 1000 // weights are expanded into a schedule of their sum
+	MaxRetries = 10
+)
+
+// Defaults, applied to whatever the file leaves unset.
+const (
+	DefaultHTTPAddr               = ":80"
+	DefaultAdminAddr              = "127.0.0.1:9090"
+	DefaultReadHeaderTimeout      = 10 * time.Second
+	DefaultIdleTimeout            = 120 * time.Second
+	DefaultMaxHeaderBytes         = 64 << 10
+	DefaultShutdownTimeout        = 30 * time.Second
+	DefaultDialTimeout            = 2 * time.Second
+	DefaultResponseHeaderTimeout  = 30 * time.Second
+	DefaultMaxIdleConnsPerBackend = 128
+	DefaultRetries                = 2
+)
+
+// Off disables a listener (admin_addr) or output (access_log).
+const Off = "off"
+
+// Duration is a TOML string such as "2s" or "1m30s". Decoding never fails on
+// it, so that validation can report every bad duration, not only the first.
+type Duration struct {
+	time.Duration
+	set bool
+	raw string
+	err error
+}
+
+// UnmarshalText records the text; Validate reports a bad one.
+func (d *Duration) UnmarshalText(b []byte) error {
+	d.set, d.raw = true, string(b)
+	d.Duration, d.err = time.ParseDuration(d.raw)
+	if d.err == nil && d.Duration < 0 {
+		d.err = fmt.Errorf("must not be negative")
+	}
+	return nil
+}
+
+// MarshalText writes the duration back in Go's notation.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.Duration.String()), nil }
+
+func (d *Duration) orDefault(v time.Duration) {
+	if !d.set {
+		d.Duration = v
+	}
+}

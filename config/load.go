@@ -1,0 +1,125 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+
+	"github.com/BurntSushi/toml"
+)
+
+// Problem is one thing wrong with a configuration file.
+type Problem struct {
+	File string
+	Line int
+	Col  int    // set for syntax errors only
+	Key  string // e.g. "pools.app.backends[1].weight"; empty for syntax errors
+	Msg  string
+}
+
+func (p Problem) Error() string {
+	switch {
+	case p.Key == "" && p.Col > 0:
+		return fmt.Sprintf("%s:%d:%d: %s", p.File, p.Line, p.Col, p.Msg)
+	case p.Key == "":
+		return fmt.Sprintf("%s:%d: %s", p.File, p.Line, p.Msg)
+	}
+	return fmt.Sprintf("%s:%d: %s: %s", p.File, p.Line, p.Key, p.Msg)
+}
+
+// Problems is every problem found in one file, in line order.
+type Problems []Problem
+
+func (ps Problems) Error() string {
+	msgs := make([]string, len(ps))
+	for i, p := range ps {
+		msgs[i] = p.Error()
+	}
+	return strings.Join(msgs, "\n")
+}
+
+// Load reads, decodes and validates the file at path. On failure the error is
+// a Problems listing everything wrong, or an *os.PathError if unreadable.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return Parse(data, path)
+}
+
+// Parse decodes and validates a document; file names it in messages.
+func Parse(data []byte, file string) (*Config, error) {
+	cfg := &Config{File: file}
+	md, err := toml.Decode(string(data), cfg)
+	if err != nil {
+		var pe toml.ParseError
+		if errors.As(err, &pe) {
+			return nil, Problems{{File: file, Line: pe.Position.Line, Col: pe.Position.Col, Msg: "syntax: " + pe.Message}}
+		}
+		return nil, Problems{{File: file, Line: 1, Msg: err.Error()}}
+	}
+
+	v := &validator{file: file, keys: locateKeys(string(data))}
+	v.undecoded(md.Undecoded())
+	applyDefaults(cfg, &md)
+	v.config(cfg)
+	if len(v.problems) > 0 {
+		sort.SliceStable(v.problems, func(i, j int) bool { return v.problems[i].Line < v.problems[j].Line })
+		return nil, v.problems
+	}
+	return cfg, nil
+}
+
+func applyDefaults(c *Config, md *toml.MetaData) {
+	s := &c.Server
+	if !md.IsDefined("server", "http_addr") {
+		s.HTTPAddr = DefaultHTTPAddr
+	}
+	if !md.IsDefined("server", "admin_addr") {
+		s.AdminAddr = DefaultAdminAddr
+	}
+	s.ReadHeaderTimeout.orDefault(DefaultReadHeaderTimeout)
+	s.IdleTimeout.orDefault(DefaultIdleTimeout)
+	s.ShutdownTimeout.orDefault(DefaultShutdownTimeout)
+	if !md.IsDefined("server", "max_header_bytes") {
+		s.MaxHeaderBytes = DefaultMaxHeaderBytes
+	}
+
+	if c.Log.Level == "" {
+		c.Log.Level = "info"
+	}
+	if c.Log.Format == "" {
+		c.Log.Format = "json"
+	}
+	if c.Log.AccessLog == "" {
+		c.Log.AccessLog = "stdout"
+	}
+
+	for name, p := range c.Pools {
+		if p.Balance == "" {
+			p.Balance = RoundRobin
+		}
+		p.DialTimeout.orDefault(DefaultDialTimeout)
+		p.ResponseHeaderTimeout.orDefault(DefaultResponseHeaderTimeout)
+		if !md.IsDefined("pools", name, "max_idle_conns_per_backend") {
+			p.MaxIdleConnsPerBackend = DefaultMaxIdleConnsPerBackend
+		}
+		if !md.IsDefined("pools", name, "retries") {
+			p.Retries = DefaultRetries
+		}
+		for _, b := range p.Backends {
+			b.Weight = 1
+			if b.RawWeight != nil {
+				b.Weight = *b.RawWeight
+			}
+		}
+	}
+	for _, r := range c.Routes {
+		if r.PathPrefix == "" {
+			r.PathPrefix = "/"
+		}
+	}
+}

@@ -1,0 +1,210 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"net/url"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/BurntSushi/toml"
+)
+
+type validator struct {
+	file     string
+	keys     *keyLines
+	problems Problems
+}
+
+func (v *validator) add(key, format string, args ...any) {
+	v.problems = append(v.problems, Problem{File: v.file, Line: v.keys.line(key), Key: key, Msg: fmt.Sprintf(format, args...)})
+}
+
+// undecoded reports keys the schema does not know, at every place written.
+func (v *validator) undecoded(keys []toml.Key) {
+	unknown := map[string]bool{}
+	for _, k := range keys {
+		unknown[k.String()] = true
+	}
+	reported := map[string]bool{}
+	for _, path := range v.keys.order {
+		plain := withoutIndexes(path)
+		// Report the outermost unknown key only, not each key inside it.
+		if unknown[plain] && !reported[parentOf(plain)] {
+			v.add(path, "unknown key")
+		}
+		if unknown[plain] {
+			reported[plain] = true
+		}
+	}
+}
+
+func parentOf(path string) string {
+	if i := strings.LastIndexByte(path, '.'); i >= 0 {
+		return path[:i]
+	}
+	return ""
+}
+
+func (v *validator) config(c *Config) {
+	v.server(&c.Server)
+	v.log(&c.Log)
+
+	names := make([]string, 0, len(c.Pools))
+	for name := range c.Pools {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		v.pool("pools."+name, c.Pools[name])
+	}
+
+	if len(c.Routes) == 0 {
+		v.add("routes", "at least one [[routes]] entry is needed")
+	}
+	seen := map[string]int{}
+	for i, r := range c.Routes {
+		key := "routes[" + strconv.Itoa(i) + "]"
+		v.route(key, r, c.Pools)
+		id := strings.ToLower(r.Host) + " " + r.PathPrefix
+		if first, dup := seen[id]; dup {
+			v.add(key, "duplicates routes[%d] (same host and path_prefix)", first)
+		} else {
+			seen[id] = i
+		}
+	}
+}
+
+func (v *validator) duration(key string, d Duration) {
+	if d.err != nil {
+		v.add(key, "invalid duration %q: use a number with a unit, such as \"2s\" or \"1m30s\"", d.raw)
+	}
+}
+
+func (v *validator) addr(key, addr string, offAllowed bool) {
+	if offAllowed && addr == Off {
+		return
+	}
+	if _, port, err := net.SplitHostPort(addr); err != nil {
+		v.add(key, "invalid address %q: want host:port, such as \":80\" or \"127.0.0.1:8080\"", addr)
+	} else if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		v.add(key, "invalid port in %q", addr)
+	}
+}
+
+func (v *validator) server(s *Server) {
+	v.addr("server.http_addr", s.HTTPAddr, false)
+	if s.HTTPSAddr != "" {
+		v.addr("server.https_addr", s.HTTPSAddr, false)
+	}
+	v.addr("server.admin_addr", s.AdminAddr, true)
+	v.duration("server.read_header_timeout", s.ReadHeaderTimeout)
+	v.duration("server.idle_timeout", s.IdleTimeout)
+	v.duration("server.shutdown_timeout", s.ShutdownTimeout)
+	if s.MaxHeaderBytes < 1024 {
+		v.add("server.max_header_bytes", "must be at least 1024, got %d", s.MaxHeaderBytes)
+	}
+	s.Trusted = s.Trusted[:0]
+	for i, cidr := range s.TrustedProxies {
+		key := "server.trusted_proxies[" + strconv.Itoa(i) + "]"
+		if p, err := netip.ParsePrefix(cidr); err == nil {
+			s.Trusted = append(s.Trusted, p.Masked())
+		} else if a, err := netip.ParseAddr(cidr); err == nil {
+			s.Trusted = append(s.Trusted, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
+		} else {
+			v.add(key, "invalid CIDR %q: want an address or prefix, such as \"10.0.0.0/8\"", cidr)
+		}
+	}
+}
+
+func (v *validator) log(l *Log) {
+	switch l.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		v.add("log.level", "unknown level %q: want debug, info, warn or error", l.Level)
+	}
+	switch l.Format {
+	case "json", "text":
+	default:
+		v.add("log.format", "unknown format %q: want json or text", l.Format)
+	}
+}
+
+func (v *validator) pool(key string, p *Pool) {
+	switch p.Balance {
+	case RoundRobin, LeastConn:
+	default:
+		v.add(key+".balance", "unknown balance %q: want %s or %s", p.Balance, RoundRobin, LeastConn)
+	}
+	if len(p.Backends) == 0 {
+		v.add(key+".backends", "a pool needs at least one backend")
+	}
+	seen := map[string]int{}
+	for i, b := range p.Backends {
+		bkey := key + ".backends[" + strconv.Itoa(i) + "]"
+		v.backend(bkey, b)
+		if b.Parsed == nil {
+			continue
+		}
+		if first, dup := seen[b.Parsed.Host]; dup {
+			v.add(bkey+".url", "duplicates backends[%d]", first)
+		} else {
+			seen[b.Parsed.Host] = i
+		}
+	}
+	v.duration(key+".dial_timeout", p.DialTimeout)
+	v.duration(key+".response_header_timeout", p.ResponseHeaderTimeout)
+	if p.MaxIdleConnsPerBackend < 1 {
+		v.add(key+".max_idle_conns_per_backend", "must be at least 1, got %d", p.MaxIdleConnsPerBackend)
+	}
+	if p.Retries < 0 || p.Retries > MaxRetries {
+		v.add(key+".retries", "must be between 0 and %d, got %d", MaxRetries, p.Retries)
+	}
+}
+
+func (v *validator) backend(key string, b *Backend) {
+	if b.Weight < 1 || b.Weight > MaxWeight {
+		v.add(key+".weight", "must be between 1 and %d, got %d", MaxWeight, b.Weight)
+	}
+	u, err := url.Parse(b.URL)
+	switch {
+	case b.URL == "":
+		v.add(key+".url", "missing: want a URL such as \"http://10.0.0.1:8080\"")
+	case err != nil && !strings.Contains(b.URL, "://"), err == nil && (u.Scheme == "" || u.Host == ""):
+		v.add(key+".url", "%q needs a scheme and a host, such as \"http://10.0.0.1:8080\"", b.URL)
+	case err != nil:
+		v.add(key+".url", "invalid URL %q", b.URL)
+	case u.Scheme != "http":
+		v.add(key+".url", "unsupported scheme %q: want http", u.Scheme)
+	case u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "":
+		v.add(key+".url", "%q must be scheme://host[:port] only; use a route's strip_prefix to change paths", b.URL)
+	default:
+		b.Parsed = &url.URL{Scheme: u.Scheme, Host: u.Host}
+		if u.Port() == "" {
+			b.Parsed.Host = net.JoinHostPort(u.Hostname(), "80")
+		}
+	}
+}
+
+func (v *validator) route(key string, r *Route, pools map[string]*Pool) {
+	if r.Pool == "" {
+		v.add(key+".pool", "missing: name the pool this route sends to")
+	} else if _, ok := pools[r.Pool]; !ok {
+		v.add(key+".pool", "no pool named %q", r.Pool)
+	}
+	if !strings.HasPrefix(r.PathPrefix, "/") {
+		v.add(key+".path_prefix", "%q must start with \"/\"", r.PathPrefix)
+	}
+	h := r.Host
+	switch {
+	case h == "":
+	case strings.Contains(h, ":") && !strings.HasPrefix(h, "["):
+		v.add(key+".host", "%q must not include a port: routes match any port", h)
+	case strings.Contains(h[1:], "*") || (strings.HasPrefix(h, "*") && !strings.HasPrefix(h, "*.")):
+		v.add(key+".host", "%q: a wildcard must be the whole first label, as in \"*.example.com\"", h)
+	case strings.ContainsAny(h, " /?#@"):
+		v.add(key+".host", "%q is not a host name", h)
+	}
+}

@@ -1,0 +1,183 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/netip"
+	"strings"
+	"sync"
+)
+
+// newForwarder is the handler at the end of a route: the standard library's
+// ReverseProxy (hop-by-hop headers, trailers, 1xx, upgrades, flushing of
+// streams) with Portico's rewrite, error mapping and pooled buffers. The
+// upstream picks the backend for each attempt.
+func newForwarder(rt *route, up *upstream, trusted []netip.Prefix, log *slog.Logger) http.Handler {
+	return &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			if rt.strip {
+				stripPrefix(pr.Out, rt.prefix)
+			}
+			setForwarded(pr.In, pr.Out, trusted)
+		},
+		Transport:    up,
+		BufferPool:   bufferPool{},
+		ErrorLog:     slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		ErrorHandler: errorHandler(log),
+	}
+}
+
+// stripPrefix removes the route prefix from the outbound path, keeping the
+// path absolute. The escaped form is trimmed alike, or dropped if it differs.
+func stripPrefix(out *http.Request, prefix string) {
+	prefix = strings.TrimSuffix(prefix, "/")
+	u := out.URL
+	u.Path = ensureSlash(strings.TrimPrefix(u.Path, prefix))
+	if u.RawPath != "" {
+		if strings.HasPrefix(u.RawPath, prefix) {
+			u.RawPath = ensureSlash(strings.TrimPrefix(u.RawPath, prefix))
+		} else {
+			u.RawPath = ""
+		}
+	}
+}
+
+func ensureSlash(p string) string {
+	if !strings.HasPrefix(p, "/") {
+		return "/" + p
+	}
+	return p
+}
+
+// setForwarded writes X-Forwarded-For, -Proto and -Host. ReverseProxy has
+// already removed the client's copies from out; they are carried over only
+// when the peer is a trusted proxy, which is how a chain of proxies keeps the
+// original client address without letting a client forge one.
+func setForwarded(in, out *http.Request, trusted []netip.Prefix) {
+	peer, _, err := net.SplitHostPort(in.RemoteAddr)
+	if err != nil {
+		peer = in.RemoteAddr
+	}
+	xff := peer
+	if isTrusted(peer, trusted) {
+		if prior := in.Header["X-Forwarded-For"]; len(prior) > 0 {
+			xff = strings.Join(prior, ", ") + ", " + peer
+		}
+		for _, h := range [...]string{"X-Forwarded-Proto", "X-Forwarded-Host", "Forwarded"} {
+			if v := in.Header[h]; len(v) > 0 {
+				out.Header[h] = v
+			}
+		}
+	} else {
+		dropForwardedLookalikes(out.Header)
+	}
+	out.Header["X-Forwarded-For"] = []string{xff}
+	if _, ok := out.Header["X-Forwarded-Proto"]; !ok {
+		out.Header["X-Forwarded-Proto"] = protoValue(in)
+	}
+	if _, ok := out.Header["X-Forwarded-Host"]; !ok {
+		out.Header["X-Forwarded-Host"] = []string{in.Host}
+	}
+}
+
+var (
+	protoHTTP  = []string{"http"}
+	protoHTTPS = []string{"https"}
+)
+
+// protoValue returns a shared slice: header values are never modified in
+// place by net/http, and it saves an allocation per request.
+func protoValue(in *http.Request) []string {
+	if in.TLS != nil {
+		return protoHTTPS
+	}
+	return protoHTTP
+}
+
+func isTrusted(peer string, trusted []netip.Prefix) bool {
+	if len(trusted) == 0 {
+		return false
+	}
+	a, err := netip.ParseAddr(peer)
+	if err != nil {
+		return false
+	}
+	a = a.Unmap()
+	for _, p := range trusted {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// dropForwardedLookalikes removes headers such as "X_Forwarded_For", which
+// some backends (CGI, PHP, nginx with underscores_in_headers) read as
+// X-Forwarded-For: an untrusted client could smuggle a forged address in them.
+func dropForwardedLookalikes(h http.Header) {
+	for k := range h {
+		if strings.IndexByte(k, '_') < 0 {
+			continue
+		}
+		switch strings.ToLower(strings.ReplaceAll(k, "_", "-")) {
+		case "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-real-ip", "forwarded":
+			delete(h, k)
+		}
+	}
+}
+
+// errorHandler answers a failed forward with a short plain-text status; the
+// cause, which may name internal addresses, goes only to the log.
+func errorHandler(log *slog.Logger) func(http.ResponseWriter, *http.Request, error) {
+	return func(w http.ResponseWriter, r *http.Request, err error) {
+		info := infoFrom(r.Context())
+		if r.Context().Err() != nil {
+			// The client went away; nobody is left to answer.
+			info.Status = StatusClientClosed
+			log.Debug("client closed request", "route", info.Route, "backend", info.Backend, "err", err)
+			return
+		}
+		status := statusFor(err)
+		info.Status = status
+		log.Warn("backend request failed", "route", info.Route, "pool", info.Pool,
+			"backend", info.Backend, "attempts", info.Attempts, "status", status, "err", err)
+		writeError(w, status)
+	}
+}
+
+// StatusClientClosed is recorded (never sent) when the client goes away
+// before the response, as nginx logs 499.
+const StatusClientClosed = 499
+
+func statusFor(err error) int {
+	var ne net.Error
+	switch {
+	case errors.Is(err, errNoBackend):
+		return http.StatusServiceUnavailable
+	case errors.As(err, new(dialError)):
+		return http.StatusBadGateway
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
+		return http.StatusGatewayTimeout
+	}
+	return http.StatusBadGateway
+}
+
+func writeError(w http.ResponseWriter, status int) {
+	h := w.Header()
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	_, _ = w.Write([]byte(strings.ToLower(http.StatusText(status)) + "\n"))
+}
+
+// bufferPool lends ReverseProxy its 32 KiB copy buffers.
+type bufferPool struct{}
+
+var buffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+func (bufferPool) Get() []byte  { return *buffers.Get().(*[]byte) }
+func (bufferPool) Put(b []byte) { buffers.Put(&b) }

@@ -1,0 +1,144 @@
+// Package proxy owns the request path: the route table, forwarding to a
+// pool's backends with retries and error mapping, the per-request record that
+// logging and metrics read, and the HTTP servers that face clients.
+//
+// Everything a request needs is in one immutable Snapshot built from a
+// validated configuration; Handler serves from whichever snapshot it holds
+// and a reload swaps in a new one atomically. proxy asks balancer for
+// backends and never changes backend state itself beyond in-flight counts.
+package proxy
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sort"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/portico/portico/balancer"
+	"github.com/portico/portico/config"
+)
+
+// Snapshot is the immutable runtime form of one configuration.
+type Snapshot struct {
+	routes    routeTable
+	upstreams map[string]*upstream
+	pools     []*balancer.Pool // sorted by name
+}
+
+// NewSnapshot builds the runtime form of a validated configuration.
+func NewSnapshot(cfg *config.Config, log *slog.Logger) (*Snapshot, error) {
+	s := &Snapshot{upstreams: make(map[string]*upstream, len(cfg.Pools))}
+	for name, pc := range cfg.Pools {
+		up, err := newUpstream(name, pc)
+		if err != nil {
+			return nil, fmt.Errorf("pool %q: %w", name, err)
+		}
+		s.upstreams[name] = up
+		s.pools = append(s.pools, up.pool)
+	}
+	sort.Slice(s.pools, func(i, j int) bool { return s.pools[i].Name() < s.pools[j].Name() })
+
+	routes := make([]*route, 0, len(cfg.Routes))
+	for _, rc := range cfg.Routes {
+		up, ok := s.upstreams[rc.Pool]
+		if !ok {
+			return nil, fmt.Errorf("route %s%s: no pool %q", rc.Host, rc.PathPrefix, rc.Pool)
+		}
+		rt := &route{
+			name:   rc.Host + rc.PathPrefix,
+			host:   strings.TrimSuffix(strings.ToLower(rc.Host), "."),
+			prefix: rc.PathPrefix,
+			strip:  rc.StripPrefix,
+			pool:   rc.Pool,
+		}
+		rt.handler = newForwarder(rt, up, cfg.Server.Trusted, log)
+		routes = append(routes, rt)
+	}
+	s.routes = newRouteTable(routes)
+	return s, nil
+}
+
+// Pools lists the snapshot's pools by name, for health checks and the admin API.
+func (s *Snapshot) Pools() []*balancer.Pool { return s.pools }
+
+// Close releases the snapshot's idle backend connections. Requests still in
+// flight finish on their connections, which then close.
+func (s *Snapshot) Close() {
+	for _, up := range s.upstreams {
+		up.transport.CloseIdleConnections()
+	}
+}
+
+// Handler routes each request through the current snapshot.
+type Handler struct {
+	snap atomic.Pointer[Snapshot]
+}
+
+// NewHandler returns a handler serving from s.
+func NewHandler(s *Snapshot) *Handler {
+	h := &Handler{}
+	h.snap.Store(s)
+	return h
+}
+
+// Snapshot returns the snapshot now in use.
+func (h *Handler) Snapshot() *Snapshot { return h.snap.Load() }
+
+// Swap puts s in use for new requests and returns the one it replaces.
+func (h *Handler) Swap(s *Snapshot) *Snapshot { return h.snap.Swap(s) }
+
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	rt := h.snap.Load().routes.match(r.Host, r.URL.Path)
+	if rt == nil {
+		http.Error(w, "no route for this host and path", http.StatusNotFound)
+		return
+	}
+	ctx := &infoContext{Context: r.Context(), info: RequestInfo{Route: rt.name, Pool: rt.pool, Start: time.Now()}}
+	rt.handler.ServeHTTP(w, r.WithContext(ctx))
+}
+
+// RequestInfo is what the proxy learned about one request, for the access
+// log and metrics: which route and pool served it, the backend of the last
+// attempt, how many attempts, and, when the proxy answered itself, the status.
+type RequestInfo struct {
+	Route    string
+	Pool     string
+	Backend  string // host:port
+	Attempts int
+	Status   int // set only for answers the proxy made (errors) or 499
+	Start    time.Time
+}
+
+// infoContext carries a RequestInfo in the same allocation as the context
+// node that carries it.
+type infoContext struct {
+	context.Context
+	info RequestInfo
+}
+
+type infoKey struct{}
+
+func (c *infoContext) Value(key any) any {
+	if key == (infoKey{}) {
+		return &c.info
+	}
+	return c.Context.Value(key)
+}
+
+// Info returns the request's RequestInfo, or nil outside the proxy.
+func Info(ctx context.Context) *RequestInfo {
+	ri, _ := ctx.Value(infoKey{}).(*RequestInfo)
+	return ri
+}
+
+// infoFrom is Info for code that only runs under Handler.
+func infoFrom(ctx context.Context) *RequestInfo {
+	if ri := Info(ctx); ri != nil {
+		return ri
+	}
+	return &RequestInfo{}
+}

@@ -1,0 +1,184 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/portico/portico/balancer"
+	"github.com/portico/portico/config"
+)
+
+// upstream is a pool at run time: the balancer's pool, one tuned transport
+// shared by its backends, and the retry rule. It is the http.RoundTripper the
+// route proxies use, so every attempt picks its own backend.
+type upstream struct {
+	pool      *balancer.Pool
+	transport *http.Transport
+	retries   int
+}
+
+// Idle backend connections are closed after this long unused.
+const backendIdleTimeout = 90 * time.Second
+
+func newUpstream(name string, pc *config.Pool) (*upstream, error) {
+	backends := make([]*balancer.Backend, 0, len(pc.Backends))
+	for _, bc := range pc.Backends {
+		b, err := balancer.NewBackend(bc.Parsed, bc.Weight)
+		if err != nil {
+			return nil, err
+		}
+		backends = append(backends, b)
+	}
+	pool, err := balancer.NewPool(name, pc.Balance, backends)
+	if err != nil {
+		return nil, err
+	}
+	dialer := &net.Dialer{Timeout: pc.DialTimeout.Duration, KeepAlive: 30 * time.Second}
+	t := &http.Transport{
+		Proxy: nil, // never route backend traffic through $HTTP_PROXY
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := dialer.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, dialError{err}
+			}
+			return c, nil
+		},
+		MaxIdleConnsPerHost:   pc.MaxIdleConnsPerBackend,
+		IdleConnTimeout:       backendIdleTimeout,
+		ResponseHeaderTimeout: pc.ResponseHeaderTimeout.Duration,
+		// Non-zero, so a client's "Expect: 100-continue" waits for the backend's
+		// answer instead of sending the body at once.
+		ExpectContinueTimeout: time.Second,
+		// A proxy passes encodings through; it must not add gzip and decode it.
+		DisableCompression: true,
+	}
+	return &upstream{pool: pool, transport: t, retries: pc.Retries}, nil
+}
+
+// dialError marks a failure to connect: the request never left, so any
+// request, whatever its method or body, may go to another backend.
+type dialError struct{ err error }
+
+func (e dialError) Error() string { return e.err.Error() }
+func (e dialError) Unwrap() error { return e.err }
+
+// errNoBackend means the pool had no usable backend left to try.
+var errNoBackend = errors.New("no usable backend")
+
+// RoundTrip sends req to a backend, retrying on others as the pool allows.
+func (u *upstream) RoundTrip(req *http.Request) (*http.Response, error) {
+	info := infoFrom(req.Context())
+	var body *trackedBody
+	if req.Body != nil {
+		body = &trackedBody{ReadCloser: req.Body}
+		req.Body = body
+	}
+	var tried balancer.Tried
+	var lastErr error
+	for attempt := 0; ; attempt++ {
+		b := u.pool.Pick(tried)
+		if b == nil {
+			if lastErr == nil {
+				lastErr = errNoBackend
+			}
+			return nil, lastErr
+		}
+		tried = tried.Add(b)
+		req.URL.Scheme, req.URL.Host = b.URL().Scheme, b.URL().Host
+		info.Backend, info.Attempts = b.URL().Host, attempt+1
+
+		b.Acquire()
+		res, err := u.transport.RoundTrip(req)
+		if err == nil {
+			res.Body = releaseOnClose(res, b)
+			return res, nil
+		}
+		b.Release()
+		lastErr = err
+		if attempt >= u.retries || !retryable(req, body, err) {
+			return nil, err
+		}
+	}
+}
+
+// retryable decides whether a failed attempt may be sent to another backend.
+// A failed dial never reached a backend, so it is always safe while the body
+// is unread. Once a request was sent, only idempotent requests without a
+// body are repeated, and never after a timeout (the backend may still be
+// working on it) or once the client has gone.
+func retryable(req *http.Request, body *trackedBody, err error) bool {
+	if req.Context().Err() != nil {
+		return false
+	}
+	if errors.As(err, new(dialError)) {
+		return body == nil || !body.read
+	}
+	if body != nil || !idempotent(req.Method) {
+		return false
+	}
+	var ne net.Error
+	return !(errors.As(err, &ne) && ne.Timeout())
+}
+
+func idempotent(method string) bool {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodPut, http.MethodDelete:
+		return true
+	}
+	return false
+}
+
+// trackedBody records whether the transport started reading the request
+// body. Close is a no-op: the transport closes the body when an attempt
+// fails, and a retry still needs it; the inbound body is the server's to close.
+type trackedBody struct {
+	io.ReadCloser
+	read bool
+}
+
+func (t *trackedBody) Read(p []byte) (int, error) {
+	t.read = true
+	return t.ReadCloser.Read(p)
+}
+
+func (t *trackedBody) Close() error { return nil }
+
+// releaseOnClose ends the backend's in-flight count when the response body is
+// closed, so least_conn sees requests until their bodies are fully relayed.
+// A 101 body is the upgraded connection, which ReverseProxy needs writable.
+func releaseOnClose(res *http.Response, b *balancer.Backend) io.ReadCloser {
+	if rwc, ok := res.Body.(io.ReadWriteCloser); ok && res.StatusCode == http.StatusSwitchingProtocols {
+		rc := &releaseConn{w: rwc}
+		rc.ReadCloser = res.Body
+		rc.backend.Store(b)
+		return rc
+	}
+	rb := &releaseBody{ReadCloser: res.Body}
+	rb.backend.Store(b)
+	return rb
+}
+
+type releaseBody struct {
+	io.ReadCloser
+	backend atomic.Pointer[balancer.Backend] // swapped out once: Close may race on upgrades
+}
+
+func (r *releaseBody) Close() error {
+	err := r.ReadCloser.Close()
+	if b := r.backend.Swap(nil); b != nil {
+		b.Release()
+	}
+	return err
+}
+
+type releaseConn struct {
+	releaseBody
+	w io.Writer
+}
+
+func (r *releaseConn) Write(p []byte) (int, error) { return r.w.Write(p) }
