@@ -6,6 +6,7 @@ package admin
 import (
 	"encoding/json"
 	"net/http"
+	"net/http/pprof"
 
 	"github.com/portico/portico/balancer"
 )
@@ -14,7 +15,7 @@ import (
 // the admin side always shows the current snapshot.
 type PoolsFunc func() []*balancer.Pool
 
-// Handler serves /healthz and /api/pools.
+// Handler serves /healthz, /api/pools and /debug/pprof/.
 func Handler(pools PoolsFunc) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -27,9 +28,16 @@ func Handler(pools PoolsFunc) http.Handler {
 		enc.SetIndent("", "  ")
 		_ = enc.Encode(poolViews(pools()))
 	})
+	// Profiles, for finding what the request path spends its time on. The
+	// admin listener is loopback-only by default.
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		_, _ = w.Write([]byte("Portico admin\n  /healthz    liveness\n  /api/pools  pools and backends (JSON)\n"))
+		_, _ = w.Write([]byte("Portico admin\n  /healthz    liveness\n  /api/pools  pools and backends (JSON)\n  /debug/pprof/  Go profiles\n"))
 	})
 	return mux
 }

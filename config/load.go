@@ -4,7 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/BurntSushi/toml"
@@ -59,7 +61,7 @@ func Parse(data []byte, file string) (*Config, error) {
 		if errors.As(err, &pe) {
 			return nil, Problems{{File: file, Line: pe.Position.Line, Col: pe.Position.Col, Msg: "syntax: " + pe.Message}}
 		}
-		return nil, Problems{{File: file, Line: 1, Msg: err.Error()}}
+		return nil, Problems{decodeProblem(file, err)}
 	}
 
 	v := &validator{file: file, keys: locateKeys(string(data))}
@@ -122,4 +124,17 @@ func applyDefaults(c *Config, md *toml.MetaData) {
 			r.PathPrefix = "/"
 		}
 	}
+}
+
+// decodeMsg is how BurntSushi/toml words a value of the wrong type; it gives
+// no typed error, so line and key are read from the text.
+var decodeMsg = regexp.MustCompile(`^toml: line (\d+) \(last key "([^"]*)"\): (.*)$`)
+
+func decodeProblem(file string, err error) Problem {
+	m := decodeMsg.FindStringSubmatch(err.Error())
+	if m == nil {
+		return Problem{File: file, Line: 1, Msg: err.Error()}
+	}
+	line, _ := strconv.Atoi(m[1])
+	return Problem{File: file, Line: line, Key: m[2], Msg: m[3]}
 }

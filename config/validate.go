@@ -19,33 +19,28 @@ type validator struct {
 }
 
 func (v *validator) add(key, format string, args ...any) {
-	v.problems = append(v.problems, Problem{File: v.file, Line: v.keys.line(key), Key: key, Msg: fmt.Sprintf(format, args...)})
+	// A key written nowhere, such as a missing [[routes]], is the whole file's: line 1.
+	line := max(v.keys.line(key), 1)
+	v.problems = append(v.problems, Problem{File: v.file, Line: line, Key: key, Msg: fmt.Sprintf(format, args...)})
 }
 
-// undecoded reports keys the schema does not know, at every place written.
+// undecoded reports keys the schema does not know, once each where written:
+// not again for the elements or keys written inside an unknown key's value.
 func (v *validator) undecoded(keys []toml.Key) {
 	unknown := map[string]bool{}
 	for _, k := range keys {
-		unknown[k.String()] = true
+		unknown[strings.Join(k, ".")] = true
 	}
 	reported := map[string]bool{}
 	for _, path := range v.keys.order {
-		plain := withoutIndexes(path)
-		// Report the outermost unknown key only, not each key inside it.
-		if unknown[plain] && !reported[parentOf(plain)] {
+		if !unknown[withoutIndexes(path)] {
+			continue
+		}
+		if parent := path[:max(strings.LastIndexAny(path, ".["), 0)]; !reported[parent] {
 			v.add(path, "unknown key")
 		}
-		if unknown[plain] {
-			reported[plain] = true
-		}
+		reported[path] = true
 	}
-}
-
-func parentOf(path string) string {
-	if i := strings.LastIndexByte(path, '.'); i >= 0 {
-		return path[:i]
-	}
-	return ""
 }
 
 func (v *validator) config(c *Config) {
@@ -92,6 +87,11 @@ func (v *validator) addr(key, addr string, offAllowed bool) {
 	} else if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
 		v.add(key, "invalid port in %q", addr)
 	}
+}
+
+func validPort(port string) bool {
+	n, err := strconv.Atoi(port)
+	return err == nil && n >= 1 && n <= 65535
 }
 
 func (v *validator) server(s *Server) {
@@ -172,7 +172,7 @@ func (v *validator) backend(key string, b *Backend) {
 	switch {
 	case b.URL == "":
 		v.add(key+".url", "missing: want a URL such as \"http://10.0.0.1:8080\"")
-	case err != nil && !strings.Contains(b.URL, "://"), err == nil && (u.Scheme == "" || u.Host == ""):
+	case err != nil && !strings.Contains(b.URL, "://"), err == nil && (u.Scheme == "" || u.Hostname() == ""):
 		v.add(key+".url", "%q needs a scheme and a host, such as \"http://10.0.0.1:8080\"", b.URL)
 	case err != nil:
 		v.add(key+".url", "invalid URL %q", b.URL)
@@ -180,12 +180,21 @@ func (v *validator) backend(key string, b *Backend) {
 		v.add(key+".url", "unsupported scheme %q: want http", u.Scheme)
 	case u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "":
 		v.add(key+".url", "%q must be scheme://host[:port] only; use a route's strip_prefix to change paths", b.URL)
+	case u.Port() != "" && !validPort(u.Port()):
+		v.add(key+".url", "invalid port in %q: want 1 to 65535", b.URL)
 	default:
-		b.Parsed = &url.URL{Scheme: u.Scheme, Host: u.Host}
-		if u.Port() == "" {
-			b.Parsed.Host = net.JoinHostPort(u.Hostname(), "80")
+		// Lower case, so that the same server is recognised however it is written.
+		host, port := strings.ToLower(u.Hostname()), u.Port()
+		if port == "" {
+			port = "80"
 		}
+		b.Parsed = &url.URL{Scheme: u.Scheme, Host: net.JoinHostPort(host, port)}
 	}
+}
+
+func hasPort(h string) bool {
+	_, _, err := net.SplitHostPort(h)
+	return err == nil
 }
 
 func (v *validator) route(key string, r *Route, pools map[string]*Pool) {
@@ -200,7 +209,7 @@ func (v *validator) route(key string, r *Route, pools map[string]*Pool) {
 	h := r.Host
 	switch {
 	case h == "":
-	case strings.Contains(h, ":") && !strings.HasPrefix(h, "["):
+	case strings.Contains(h, ":") && !strings.HasPrefix(h, "["), hasPort(h):
 		v.add(key+".host", "%q must not include a port: routes match any port", h)
 	case strings.Contains(h[1:], "*") || (strings.HasPrefix(h, "*") && !strings.HasPrefix(h, "*.")):
 		v.add(key+".host", "%q: a wildcard must be the whole first label, as in \"*.example.com\"", h)

@@ -13,6 +13,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
+	"path"
 	"sort"
 	"strings"
 	"sync/atomic"
@@ -92,6 +94,12 @@ func (h *Handler) Snapshot() *Snapshot { return h.snap.Load() }
 func (h *Handler) Swap(s *Snapshot) *Snapshot { return h.snap.Swap(s) }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if hasDotSegment(r.URL.Path) {
+		// Resolve "." and ".." before matching, as nginx does, so that
+		// "/public/../admin" cannot match "/public" and reach a backend
+		// that resolves it to "/admin" behind the route's back.
+		cleanPath(r.URL)
+	}
 	rt := h.snap.Load().routes.match(r.Host, r.URL.Path)
 	if rt == nil {
 		http.Error(w, "no route for this host and path", http.StatusNotFound)
@@ -99,6 +107,31 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx := &infoContext{Context: r.Context(), info: RequestInfo{Route: rt.name, Pool: rt.pool, Start: time.Now()}}
 	rt.handler.ServeHTTP(w, r.WithContext(ctx))
+}
+
+func hasDotSegment(p string) bool {
+	for i := 0; i < len(p); i++ {
+		if p[i] != '.' || (i > 0 && p[i-1] != '/') {
+			continue
+		}
+		j := i + 1
+		if j < len(p) && p[j] == '.' {
+			j++
+		}
+		if j == len(p) || p[j] == '/' {
+			return true
+		}
+	}
+	return false
+}
+
+// cleanPath resolves dot segments, keeping a trailing slash.
+func cleanPath(u *url.URL) {
+	cleaned := path.Clean("/" + u.Path)
+	if strings.HasSuffix(u.Path, "/") && cleaned != "/" {
+		cleaned += "/"
+	}
+	u.Path, u.RawPath = cleaned, ""
 }
 
 // RequestInfo is what the proxy learned about one request, for the access

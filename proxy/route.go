@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"net/http"
 	"sort"
 	"strings"
@@ -75,13 +76,13 @@ const maxHostLen = 253
 
 func (t *routeTable) match(hostport, path string) *route {
 	var buf [maxHostLen]byte
-	host, ok := normalizeHost(hostport, &buf)
-	if ok && host != "" {
-		if rt := firstMatch(t.exact[host], path); rt != nil {
+	if host := normalizeHost(hostport, &buf); len(host) > 0 {
+		// string(bytes) inside a map index does not allocate.
+		if rt := firstMatch(t.exact[string(host)], path); rt != nil {
 			return rt
 		}
-		if dot := strings.IndexByte(host, '.'); dot > 0 {
-			if rt := firstMatch(t.wildcard[host[dot+1:]], path); rt != nil {
+		if dot := bytes.IndexByte(host, '.'); dot > 0 {
+			if rt := firstMatch(t.wildcard[string(host[dot+1:])], path); rt != nil {
 				return rt
 			}
 		}
@@ -89,25 +90,15 @@ func (t *routeTable) match(hostport, path string) *route {
 	return firstMatch(t.any, path)
 }
 
-// normalizeHost strips the port and a trailing dot and lower-cases the host,
-// using buf only when it has upper-case letters, so it does not allocate.
-func normalizeHost(h string, buf *[maxHostLen]byte) (string, bool) {
+// normalizeHost writes the host without port or trailing dot, in lower case,
+// into buf. A host too long for a DNS name comes back empty.
+func normalizeHost(h string, buf *[maxHostLen]byte) []byte {
 	if i := strings.LastIndexByte(h, ':'); i >= 0 && !strings.Contains(h[i:], "]") {
 		h = h[:i]
 	}
 	h = strings.TrimSuffix(h, ".")
-	upper := false
-	for i := 0; i < len(h); i++ {
-		if 'A' <= h[i] && h[i] <= 'Z' {
-			upper = true
-			break
-		}
-	}
-	if !upper {
-		return h, true
-	}
 	if len(h) > len(buf) {
-		return "", false
+		return nil
 	}
 	for i := 0; i < len(h); i++ {
 		c := h[i]
@@ -116,5 +107,5 @@ func normalizeHost(h string, buf *[maxHostLen]byte) (string, bool) {
 		}
 		buf[i] = c
 	}
-	return string(buf[:len(h)]), true
+	return buf[:len(h)]
 }

@@ -1,0 +1,80 @@
+package proxy
+
+import (
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/portico/portico/config"
+)
+
+// benchProxy returns a handler in front of two real loopback backends that
+// answer 100 bytes, as ../shared/bench does.
+func benchProxy(b *testing.B) *Handler {
+	body := strings.Repeat("x", 100)
+	var urls []string
+	for range 2 {
+		be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			_, _ = io.WriteString(w, body)
+		}))
+		b.Cleanup(be.Close)
+		urls = append(urls, `{ url = "`+be.URL+`" }`)
+	}
+	cfg, err := config.Parse([]byte(`
+[pools.app]
+backends = [`+strings.Join(urls, ", ")+`]
+[[routes]]
+host = "app.example.com"
+path_prefix = "/"
+pool = "app"
+`), "bench.toml")
+	if err != nil {
+		b.Fatal(err)
+	}
+	snap, err := NewSnapshot(cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(snap.Close)
+	return NewHandler(snap)
+}
+
+// BenchmarkProxy measures one proxied GET. "handler" calls ServeHTTP
+// directly, so its allocations are the proxy's and its backend client's;
+// "loopback" adds a real client and Portico's own server, as users see it.
+func BenchmarkProxy(b *testing.B) {
+	h := benchProxy(b)
+	b.Run("handler", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			req := httptest.NewRequest("GET", "http://app.example.com/index.html", nil)
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			if rec.Code != http.StatusOK {
+				b.Fatalf("status %d", rec.Code)
+			}
+		}
+	})
+	b.Run("loopback", func(b *testing.B) {
+		front := httptest.NewServer(h)
+		defer front.Close()
+		client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				req, _ := http.NewRequest("GET", front.URL+"/index.html", nil)
+				req.Host = "app.example.com"
+				res, err := client.Do(req)
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				_, _ = io.Copy(io.Discard, res.Body)
+				res.Body.Close()
+			}
+		})
+	})
+}
