@@ -31,6 +31,8 @@ type Server struct {
 	IdleTimeout       Duration `toml:"idle_timeout"`
 	MaxHeaderBytes    int      `toml:"max_header_bytes"`
 	ShutdownTimeout   Duration `toml:"shutdown_timeout"`
+	ClientBodyTimeout Duration `toml:"client_body_timeout"`
+	SendTimeout       Duration `toml:"send_timeout"`
 	TrustedProxies    []string `toml:"trusted_proxies"`
 
 	// Trusted is TrustedProxies parsed; a bare address is a one-address prefix.
@@ -92,6 +94,8 @@ const (
 	DefaultIdleTimeout            = 120 * time.Second
 	DefaultMaxHeaderBytes         = 64 << 10
 	DefaultShutdownTimeout        = 30 * time.Second
+	DefaultClientBodyTimeout      = 60 * time.Second
+	DefaultSendTimeout            = 60 * time.Second
 	DefaultDialTimeout            = 2 * time.Second
 	DefaultResponseHeaderTimeout  = 30 * time.Second
 	DefaultMaxIdleConnsPerBackend = 128

@@ -86,6 +86,8 @@ func applyDefaults(c *Config, md *toml.MetaData) {
 	s.ReadHeaderTimeout.orDefault(DefaultReadHeaderTimeout)
 	s.IdleTimeout.orDefault(DefaultIdleTimeout)
 	s.ShutdownTimeout.orDefault(DefaultShutdownTimeout)
+	s.ClientBodyTimeout.orDefault(DefaultClientBodyTimeout)
+	s.SendTimeout.orDefault(DefaultSendTimeout)
 	if !md.IsDefined("server", "max_header_bytes") {
 		s.MaxHeaderBytes = DefaultMaxHeaderBytes
 	}

@@ -103,6 +103,8 @@ func (v *validator) server(s *Server) {
 	v.duration("server.read_header_timeout", s.ReadHeaderTimeout)
 	v.duration("server.idle_timeout", s.IdleTimeout)
 	v.duration("server.shutdown_timeout", s.ShutdownTimeout)
+	v.duration("server.client_body_timeout", s.ClientBodyTimeout)
+	v.duration("server.send_timeout", s.SendTimeout)
 	if s.MaxHeaderBytes < 1024 {
 		v.add("server.max_header_bytes", "must be at least 1024, got %d", s.MaxHeaderBytes)
 	}

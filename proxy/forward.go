@@ -75,12 +75,14 @@ func setForwarded(in, out *http.Request, trusted []netip.Prefix) {
 	} else {
 		dropForwardedLookalikes(out.Header)
 	}
-	out.Header["X-Forwarded-For"] = []string{xff}
+	// One allocation for both values; capped so an append cannot spill over.
+	vals := []string{xff, in.Host}
+	out.Header["X-Forwarded-For"] = vals[0:1:1]
 	if _, ok := out.Header["X-Forwarded-Proto"]; !ok {
 		out.Header["X-Forwarded-Proto"] = protoValue(in)
 	}
 	if _, ok := out.Header["X-Forwarded-Host"]; !ok {
-		out.Header["X-Forwarded-Host"] = []string{in.Host}
+		out.Header["X-Forwarded-Host"] = vals[1:2:2]
 	}
 }
 
@@ -174,10 +176,18 @@ func writeError(w http.ResponseWriter, status int) {
 	_, _ = w.Write([]byte(strings.ToLower(http.StatusText(status)) + "\n"))
 }
 
-// bufferPool lends ReverseProxy its 32 KiB copy buffers.
+// bufferPool lends ReverseProxy its 32 KiB copy buffers. The pool holds
+// array pointers, which a slice converts back to without allocating.
 type bufferPool struct{}
 
-var buffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+const bufferSize = 32 << 10
 
-func (bufferPool) Get() []byte  { return *buffers.Get().(*[]byte) }
-func (bufferPool) Put(b []byte) { buffers.Put(&b) }
+var buffers = sync.Pool{New: func() any { return new([bufferSize]byte) }}
+
+func (bufferPool) Get() []byte { return buffers.Get().(*[bufferSize]byte)[:] }
+
+func (bufferPool) Put(b []byte) {
+	if cap(b) >= bufferSize {
+		buffers.Put((*[bufferSize]byte)(b[:bufferSize]))
+	}
+}

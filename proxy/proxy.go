@@ -26,14 +26,19 @@ import (
 
 // Snapshot is the immutable runtime form of one configuration.
 type Snapshot struct {
-	routes    routeTable
-	upstreams map[string]*upstream
-	pools     []*balancer.Pool // sorted by name
+	bodyTimeout, sendTimeout time.Duration
+	routes                   routeTable
+	upstreams                map[string]*upstream
+	pools                    []*balancer.Pool // sorted by name
 }
 
 // NewSnapshot builds the runtime form of a validated configuration.
 func NewSnapshot(cfg *config.Config, log *slog.Logger) (*Snapshot, error) {
-	s := &Snapshot{upstreams: make(map[string]*upstream, len(cfg.Pools))}
+	s := &Snapshot{
+		bodyTimeout: cfg.Server.ClientBodyTimeout.Duration,
+		sendTimeout: cfg.Server.SendTimeout.Duration,
+		upstreams:   make(map[string]*upstream, len(cfg.Pools)),
+	}
 	for name, pc := range cfg.Pools {
 		up, err := newUpstream(name, pc)
 		if err != nil {
@@ -100,10 +105,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// that resolves it to "/admin" behind the route's back.
 		cleanPath(r.URL)
 	}
-	rt := h.snap.Load().routes.match(r.Host, r.URL.Path)
+	s := h.snap.Load()
+	rt := s.routes.match(r.Host, r.URL.Path)
 	if rt == nil {
 		http.Error(w, "no route for this host and path", http.StatusNotFound)
 		return
+	}
+	if d, ok := w.(deadliner); ok {
+		w = guardSlowClient(w, d, r, s.bodyTimeout, s.sendTimeout)
 	}
 	ctx := &infoContext{Context: r.Context(), info: RequestInfo{Route: rt.name, Pool: rt.pool, Start: time.Now()}}
 	rt.handler.ServeHTTP(w, r.WithContext(ctx))

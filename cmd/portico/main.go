@@ -28,7 +28,16 @@ Usage:
 Run "portico COMMAND -h" for a command's flags.
 `
 
+// gcPercent is Portico's GC pacing unless GOGC is set. A proxy's live heap
+// is small and its garbage is per request, so the default of 100 collects
+// very often; 400 trades a few MiB of heap for a measurably faster request
+// path (see README, Performance).
+const gcPercent = 400
+
 func main() {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(gcPercent)
+	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 

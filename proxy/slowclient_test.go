@@ -1,0 +1,200 @@
+package proxy
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/portico/portico/config"
+)
+
+// slowClientProxy serves a proxy with the given [server] timeouts in front of
+// backend, through proxy.NewServer as in production, and returns its address.
+func slowClientProxy(t *testing.T, backend http.Handler, serverTOML string) string {
+	t.Helper()
+	be := httptest.NewServer(backend)
+	t.Cleanup(be.Close)
+	cfg, err := config.Parse([]byte(fmt.Sprintf(`
+[server]
+%s
+[pools.app]
+backends = [{ url = %q }]
+retries = 0
+[[routes]]
+pool = "app"
+`, serverTOML, be.URL)), "slow.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap, err := NewSnapshot(cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(snap.Close)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := NewServer(&cfg.Server, NewHandler(snap), slog.New(slog.DiscardHandler))
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	return ln.Addr().String()
+}
+
+// A client that sends part of its body and stalls is cut off after
+// client_body_timeout, and the backend sees the body end in an error
+// instead of waiting for it forever.
+func TestSlowRequestBodyIsCutOff(t *testing.T) {
+	backendErr := make(chan error, 1)
+	addr := slowClientProxy(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, err := io.ReadAll(r.Body)
+		backendErr <- err
+	}), `client_body_timeout = "300ms"`)
+
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	start := time.Now()
+	fmt.Fprint(c, "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789")
+
+	select {
+	case err := <-backendErr:
+		if err == nil {
+			t.Fatal("backend read a whole body the client never sent")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the stalled upload is still open after 5s with client_body_timeout 300ms")
+	}
+	// The proxy gives up on the client connection too.
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, _ = io.Copy(io.Discard, c)
+	if d := time.Since(start); d < 300*time.Millisecond || d > 4*time.Second {
+		t.Errorf("stalled upload ended after %v, want about 300ms", d)
+	}
+}
+
+// An upload that keeps moving is not cut off, however long it takes in all.
+func TestSlowButSteadyUploadPasses(t *testing.T) {
+	addr := slowClientProxy(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "got %d bytes", len(b))
+	}), `client_body_timeout = "300ms"`)
+
+	pr, pw := io.Pipe()
+	go func() {
+		for range 8 { // 8 × 100ms = longer than the timeout, never idle that long
+			time.Sleep(100 * time.Millisecond)
+			_, _ = pw.Write([]byte("0123456789"))
+		}
+		pw.Close()
+	}()
+	res, err := http.Post("http://"+addr+"/upload", "text/plain", pr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	body, _ := io.ReadAll(res.Body)
+	if res.StatusCode != http.StatusOK || string(body) != "got 80 bytes" {
+		t.Errorf("got %d %q, want 200 \"got 80 bytes\"", res.StatusCode, body)
+	}
+}
+
+// A backend that takes longer than client_body_timeout to answer, after the
+// body has arrived, is not cut off: the guard only covers stalled reads.
+func TestSlowBackendAfterBodyIsNotCutOff(t *testing.T) {
+	addr := slowClientProxy(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.ReadAll(r.Body)
+		time.Sleep(600 * time.Millisecond)
+		_, _ = io.WriteString(w, "done")
+	}), `client_body_timeout = "200ms"`)
+
+	res, err := http.Post("http://"+addr+"/", "text/plain", strings.NewReader("payload"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	body, _ := io.ReadAll(res.Body)
+	if res.StatusCode != http.StatusOK || string(body) != "done" {
+		t.Errorf("got %d %q, want 200 \"done\"", res.StatusCode, body)
+	}
+}
+
+// A client that stops reading a large response is dropped after
+// send_timeout, which closes the backend connection too, so the backend's
+// writes fail instead of blocking forever.
+func TestClientNotReadingIsCutOff(t *testing.T) {
+	backendErr := make(chan error, 1)
+	addr := slowClientProxy(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		chunk := make([]byte, 64<<10)
+		for range 4096 { // 256 MiB: far more than socket buffers hold
+			if _, err := w.Write(chunk); err != nil {
+				backendErr <- err
+				return
+			}
+		}
+		backendErr <- nil
+	}), `send_timeout = "300ms"`)
+
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprint(c, "GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+	// Read the status line, then stop reading.
+	if line, err := bufio.NewReader(c).ReadString('\n'); err != nil || !strings.HasPrefix(line, "HTTP/1.1 200") {
+		t.Fatalf("status line %q, %v", line, err)
+	}
+
+	select {
+	case err := <-backendErr:
+		if err == nil {
+			t.Fatal("backend wrote 256 MiB to a client that reads nothing")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("backend still blocked writing after 10s with send_timeout 300ms")
+	}
+}
+
+// "0s" turns the guards off: a body that pauses longer than any default
+// would allow still arrives.
+func TestSlowClientGuardsCanBeDisabled(t *testing.T) {
+	addr := slowClientProxy(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, err := io.ReadAll(r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		_, _ = w.Write(b)
+	}), "client_body_timeout = \"0s\"\nsend_timeout = \"0s\"")
+
+	pr, pw := io.Pipe()
+	go func() {
+		_, _ = pw.Write([]byte("a"))
+		time.Sleep(300 * time.Millisecond)
+		_, _ = pw.Write([]byte("b"))
+		pw.Close()
+	}()
+	res, err := http.Post("http://"+addr+"/", "text/plain", pr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	body, err := io.ReadAll(res.Body)
+	if err != nil && !errors.Is(err, io.EOF) {
+		t.Fatal(err)
+	}
+	if string(body) != "ab" {
+		t.Errorf("got %q, want \"ab\"", body)
+	}
+}
