@@ -24,11 +24,29 @@ func newForwarder(rt *route, up *upstream, trusted []netip.Prefix, log *slog.Log
 			}
 			setForwarded(pr.In, pr.Out, trusted)
 		},
-		Transport:    up,
-		BufferPool:   bufferPool{},
-		ErrorLog:     slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-		ErrorHandler: errorHandler(log),
+		Transport:      up,
+		ModifyResponse: refuseWrongUpgrade,
+		BufferPool:     bufferPool{},
+		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		ErrorHandler:   errorHandler(log),
 	}
+}
+
+// errWrongUpgrade: the backend switched to a protocol the client did not ask for.
+var errWrongUpgrade = errors.New("backend switched to a protocol the client did not ask for")
+
+// refuseWrongUpgrade turns a 101 to another protocol into an error before
+// ReverseProxy handles the upgrade: ReverseProxy would refuse it too, but
+// without closing the response body, so the backend's in-flight count and
+// connection would never be released. An error here closes the body.
+func refuseWrongUpgrade(res *http.Response) error {
+	if res.StatusCode != http.StatusSwitchingProtocols {
+		return nil
+	}
+	if !strings.EqualFold(res.Header.Get("Upgrade"), res.Request.Header.Get("Upgrade")) {
+		return errWrongUpgrade
+	}
+	return nil
 }
 
 // stripPrefix removes the route prefix from the outbound path, keeping the
@@ -73,6 +91,9 @@ func setForwarded(in, out *http.Request, trusted []netip.Prefix) {
 			}
 		}
 	} else {
+		// X-Real-IP is not stripped by ReverseProxy, but many backends
+		// believe it as readily as X-Forwarded-For.
+		delete(out.Header, "X-Real-Ip")
 		dropForwardedLookalikes(out.Header)
 	}
 	// One allocation for both values; capped so an append cannot spill over.

@@ -182,3 +182,12 @@ type releaseConn struct {
 }
 
 func (r *releaseConn) Write(p []byte) (int, error) { return r.w.Write(p) }
+
+// CloseWrite passes a client's half-close on to the backend; without it
+// ReverseProxy tears the whole tunnel down when one side stops sending.
+func (r *releaseConn) CloseWrite() error {
+	if cw, ok := r.w.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return http.ErrNotSupported
+}

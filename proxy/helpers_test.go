@@ -1,0 +1,411 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/textproto"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/portico/portico/config"
+)
+
+// ioTimeout bounds every wait in these tests, so that a broken behaviour
+// fails its test instead of hanging the whole run.
+const ioTimeout = 5 * time.Second
+
+var discardLog = slog.New(slog.DiscardHandler)
+
+// parseConfig validates a TOML configuration after replacing each ${name}
+// with vars[name], which is how tests put httptest URLs into it.
+func parseConfig(t *testing.T, text string, vars map[string]string) *config.Config {
+	t.Helper()
+	expanded := os.Expand(text, func(name string) string {
+		v, ok := vars[name]
+		if !ok {
+			t.Fatalf("config placeholder ${%s} has no value", name)
+		}
+		return v
+	})
+	cfg, err := config.Parse([]byte(expanded), "test.toml")
+	if err != nil {
+		t.Fatalf("invalid test config:\n%s\n%v", expanded, err)
+	}
+	return cfg
+}
+
+// testProxy is a running proxy built from a test configuration.
+type testProxy struct {
+	URL  string // http://127.0.0.1:port
+	Addr string // 127.0.0.1:port, for raw connections
+	Snap *Snapshot
+}
+
+// startProxy serves the configuration through the server NewServer builds, so
+// that the configured client limits (header size, timeouts) are in force.
+// The server and the snapshot's idle backend connections are closed when the
+// test ends.
+func startProxy(t *testing.T, text string, vars map[string]string) *testProxy {
+	t.Helper()
+	cfg := parseConfig(t, text, vars)
+	snap, err := NewSnapshot(cfg, discardLog)
+	if err != nil {
+		t.Fatalf("NewSnapshot: %v", err)
+	}
+	srv := httptest.NewUnstartedServer(nil)
+	srv.Config = NewServer(&cfg.Server, NewHandler(snap), discardLog)
+	srv.Start()
+	t.Cleanup(func() {
+		srv.Close()
+		snap.Close()
+	})
+	return &testProxy{URL: srv.URL, Addr: srv.Listener.Addr().String(), Snap: snap}
+}
+
+// poolConfig is a configuration with one pool, "p", of the given backends,
+// to which every request is routed. poolOpts are further keys of the pool
+// table, such as "retries = 0".
+func poolConfig(poolOpts string, urls ...string) string {
+	var b strings.Builder
+	b.WriteString("[pools.p]\nbackends = [")
+	for i, u := range urls {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "{ url = %q }", u)
+	}
+	b.WriteString("]\n")
+	b.WriteString(poolOpts)
+	b.WriteString("\n\n[[routes]]\npool = \"p\"\n")
+	return b.String()
+}
+
+// startPool starts a proxy with poolConfig(poolOpts, urls...).
+func startPool(t *testing.T, poolOpts string, urls ...string) *testProxy {
+	t.Helper()
+	return startProxy(t, poolConfig(poolOpts, urls...), nil)
+}
+
+// backend is a loopback backend that counts what reaches it.
+type backend struct {
+	*httptest.Server
+	hits  atomic.Int64 // requests that reached the handler
+	conns atomic.Int64 // TCP connections accepted
+}
+
+func startBackend(t *testing.T, h http.HandlerFunc) *backend {
+	t.Helper()
+	b := &backend{}
+	b.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b.hits.Add(1)
+		h(w, r)
+	}))
+	b.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			b.conns.Add(1)
+		}
+	}
+	b.Start()
+	t.Cleanup(b.Close)
+	return b
+}
+
+// textHandler answers every request with body.
+func textHandler(body string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		_, _ = io.WriteString(w, body)
+	}
+}
+
+// echoHandler answers with the method and the request body it received.
+func echoHandler(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		http.Error(w, "reading body: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	_, _ = io.WriteString(w, r.Method+"\n")
+	_, _ = w.Write(body)
+}
+
+// dropConnection reads the whole request and closes the connection without
+// answering, as a backend that crashes mid-request does.
+func dropConnection(w http.ResponseWriter, r *http.Request) {
+	_, _ = io.Copy(io.Discard, r.Body)
+	conn, _, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		http.Error(w, "hijack: "+err.Error(), http.StatusInternalServerError)
+		return
+	}
+	_ = conn.Close()
+}
+
+// stall never answers; it returns when the proxy gives up on the request.
+func stall(w http.ResponseWriter, r *http.Request) {
+	select {
+	case <-r.Context().Done():
+	case <-time.After(ioTimeout):
+	}
+}
+
+// closedURL is the URL of a loopback port that was just listening and no
+// longer is, so dialling it is refused.
+func closedURL(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	if err := ln.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return "http://" + addr
+}
+
+// newClient is a client that never goes through an environment proxy; its
+// idle connections are closed when the test ends.
+func newClient(t *testing.T) *http.Client {
+	tr := &http.Transport{Proxy: nil, DisableCompression: true, MaxIdleConnsPerHost: 100}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr}
+}
+
+// newRequest is a request whose context ends after ioTimeout.
+func newRequest(t *testing.T, method, url string, body io.Reader) *http.Request {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), ioTimeout)
+	t.Cleanup(cancel)
+	req, err := http.NewRequestWithContext(ctx, method, url, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return req
+}
+
+// do sends req and reads the whole response body.
+func do(t *testing.T, c *http.Client, req *http.Request) (*http.Response, string) {
+	t.Helper()
+	res, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", req.Method, req.URL, err)
+	}
+	defer res.Body.Close()
+	body, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatalf("%s %s: reading body: %v", req.Method, req.URL, err)
+	}
+	return res, string(body)
+}
+
+// get is do for a GET with the given Host header ("" for the URL's).
+func get(t *testing.T, c *http.Client, url, host string) (*http.Response, string) {
+	t.Helper()
+	req := newRequest(t, http.MethodGet, url, nil)
+	if host != "" {
+		req.Host = host
+	}
+	return do(t, c, req)
+}
+
+// dialRaw opens a TCP connection for requests an http.Client would refuse to
+// send or would rewrite. Reads and writes on it fail after ioTimeout.
+func dialRaw(t *testing.T, addr string) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", addr, ioTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.SetDeadline(time.Now().Add(ioTimeout))
+	t.Cleanup(func() { _ = conn.Close() })
+	return conn, bufio.NewReader(conn)
+}
+
+func writeRaw(t *testing.T, conn net.Conn, s string) {
+	t.Helper()
+	if _, err := io.WriteString(conn, s); err != nil {
+		t.Fatalf("writing to %s: %v", conn.RemoteAddr(), err)
+	}
+}
+
+// rawRoundTrip writes request verbatim on a new connection and reads one
+// response and its body.
+func rawRoundTrip(t *testing.T, addr, request string) (*http.Response, string) {
+	t.Helper()
+	conn, br := dialRaw(t, addr)
+	writeRaw(t, conn, request)
+	res, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("reading response: %v", err)
+	}
+	body, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatalf("reading response body: %v", err)
+	}
+	return res, string(body)
+}
+
+// waitNoInFlight waits until no backend of snap counts a request in flight.
+// It polls because there is nothing to wait on: the count is released inside
+// the proxy, possibly after the client already has its whole answer.
+func waitNoInFlight(t *testing.T, snap *Snapshot) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		var busy []string
+		for _, p := range snap.Pools() {
+			for _, b := range p.Backends() {
+				if n := b.InFlight(); n != 0 {
+					busy = append(busy, fmt.Sprintf("%s/%s=%d", p.Name(), b.URL().Host, n))
+				}
+			}
+		}
+		if len(busy) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("backends still count requests in flight 2s after they finished: %s", strings.Join(busy, " "))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// hasToken reports whether a comma-separated header has token, ignoring case.
+func hasToken(values []string, token string) bool {
+	for _, v := range values {
+		for f := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(f), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// wireMessage is a request or response as read off the wire: header names
+// canonicalised, but nothing removed or merged the way net/http would, and
+// the body decoded from its framing.
+type wireMessage struct {
+	StartLine string
+	Header    textproto.MIMEHeader
+	Body      string
+}
+
+// readWireMessage reads one message. A body is framed by chunked encoding,
+// Content-Length, or (untilEOF, for responses) the end of the connection.
+func readWireMessage(br *bufio.Reader, untilEOF bool) (wireMessage, error) {
+	tp := textproto.NewReader(br)
+	line, err := tp.ReadLine()
+	if err != nil {
+		return wireMessage{}, err
+	}
+	hdr, err := tp.ReadMIMEHeader()
+	if err != nil {
+		return wireMessage{}, fmt.Errorf("header of %q: %w", line, err)
+	}
+	m := wireMessage{StartLine: line, Header: hdr}
+	var body []byte
+	switch te, cl := hdr.Values("Transfer-Encoding"), hdr.Get("Content-Length"); {
+	case len(te) > 0:
+		if len(te) != 1 || !strings.EqualFold(te[0], "chunked") {
+			return m, fmt.Errorf("unexpected Transfer-Encoding %q", te)
+		}
+		if body, err = io.ReadAll(httputil.NewChunkedReader(br)); err != nil {
+			return m, err
+		}
+		// The last chunk is followed by a trailer section, maybe empty.
+		if _, err := tp.ReadMIMEHeader(); err != nil {
+			return m, fmt.Errorf("trailer: %w", err)
+		}
+	case cl != "":
+		n, err := strconv.Atoi(cl)
+		if err != nil {
+			return m, fmt.Errorf("bad Content-Length %q", cl)
+		}
+		body = make([]byte, n)
+		if _, err := io.ReadFull(br, body); err != nil {
+			return m, err
+		}
+	case untilEOF:
+		if body, err = io.ReadAll(br); err != nil {
+			return m, err
+		}
+	}
+	m.Body = string(body)
+	return m, nil
+}
+
+// startWireBackend is a backend that shows a test exactly what the proxy put
+// on the wire, which an http.Server would normalise: it sends every request
+// it reads to the returned channel and answers each with response verbatim.
+func startWireBackend(t *testing.T, response string) (string, <-chan wireMessage) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	reqs := make(chan wireMessage, 16)
+	var (
+		wg     sync.WaitGroup
+		mu     sync.Mutex
+		closed bool
+		conns  = map[net.Conn]bool{}
+	)
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			if closed {
+				mu.Unlock()
+				_ = c.Close()
+				return
+			}
+			conns[c] = true
+			mu.Unlock()
+			wg.Go(func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					m, err := readWireMessage(br, false)
+					if err != nil {
+						return
+					}
+					select {
+					case reqs <- m:
+					default: // nobody is looking at this many
+					}
+					if _, err := io.WriteString(c, response); err != nil {
+						return
+					}
+				}
+			})
+		}
+	})
+	t.Cleanup(func() {
+		_ = ln.Close()
+		mu.Lock()
+		closed = true
+		for c := range conns {
+			_ = c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return "http://" + ln.Addr().String(), reqs
+}
