@@ -5,48 +5,19 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/portico/portico/config"
 )
 
-// slowClientProxy serves a proxy with the given [server] timeouts in front of
-// backend, through proxy.NewServer as in production, and returns its address.
-func slowClientProxy(t *testing.T, backend http.Handler, serverTOML string) string {
+// slowClientProxy serves a proxy with the given [server] settings in front
+// of backend and returns its address.
+func slowClientProxy(t *testing.T, backend http.HandlerFunc, serverTOML string) string {
 	t.Helper()
-	be := httptest.NewServer(backend)
-	t.Cleanup(be.Close)
-	cfg, err := config.Parse([]byte(fmt.Sprintf(`
-[server]
-%s
-[pools.app]
-backends = [{ url = %q }]
-retries = 0
-[[routes]]
-pool = "app"
-`, serverTOML, be.URL)), "slow.toml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	snap, err := NewSnapshot(cfg, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(snap.Close)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := NewServer(&cfg.Server, NewHandler(snap), slog.New(slog.DiscardHandler))
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() { _ = srv.Close() })
-	return ln.Addr().String()
+	b := startBackend(t, backend)
+	return startProxy(t, "[server]\n"+serverTOML+"\n"+poolConfig("retries = 0", b.URL), nil).Addr
 }
 
 // A client that sends part of its body and stalls is cut off after
@@ -54,10 +25,10 @@ pool = "app"
 // instead of waiting for it forever.
 func TestSlowRequestBodyIsCutOff(t *testing.T) {
 	backendErr := make(chan error, 1)
-	addr := slowClientProxy(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	addr := slowClientProxy(t, func(w http.ResponseWriter, r *http.Request) {
 		_, err := io.ReadAll(r.Body)
 		backendErr <- err
-	}), `client_body_timeout = "300ms"`)
+	}, `client_body_timeout = "300ms"`)
 
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
@@ -85,10 +56,10 @@ func TestSlowRequestBodyIsCutOff(t *testing.T) {
 
 // An upload that keeps moving is not cut off, however long it takes in all.
 func TestSlowButSteadyUploadPasses(t *testing.T) {
-	addr := slowClientProxy(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	addr := slowClientProxy(t, func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
 		fmt.Fprintf(w, "got %d bytes", len(b))
-	}), `client_body_timeout = "300ms"`)
+	}, `client_body_timeout = "300ms"`)
 
 	pr, pw := io.Pipe()
 	go func() {
@@ -112,11 +83,11 @@ func TestSlowButSteadyUploadPasses(t *testing.T) {
 // A backend that takes longer than client_body_timeout to answer, after the
 // body has arrived, is not cut off: the guard only covers stalled reads.
 func TestSlowBackendAfterBodyIsNotCutOff(t *testing.T) {
-	addr := slowClientProxy(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	addr := slowClientProxy(t, func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.ReadAll(r.Body)
 		time.Sleep(600 * time.Millisecond)
 		_, _ = io.WriteString(w, "done")
-	}), `client_body_timeout = "200ms"`)
+	}, `client_body_timeout = "200ms"`)
 
 	res, err := http.Post("http://"+addr+"/", "text/plain", strings.NewReader("payload"))
 	if err != nil {
@@ -134,7 +105,7 @@ func TestSlowBackendAfterBodyIsNotCutOff(t *testing.T) {
 // writes fail instead of blocking forever.
 func TestClientNotReadingIsCutOff(t *testing.T) {
 	backendErr := make(chan error, 1)
-	addr := slowClientProxy(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	addr := slowClientProxy(t, func(w http.ResponseWriter, r *http.Request) {
 		chunk := make([]byte, 64<<10)
 		for range 4096 { // 256 MiB: far more than socket buffers hold
 			if _, err := w.Write(chunk); err != nil {
@@ -143,7 +114,7 @@ func TestClientNotReadingIsCutOff(t *testing.T) {
 			}
 		}
 		backendErr <- nil
-	}), `send_timeout = "300ms"`)
+	}, `send_timeout = "300ms"`)
 
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
@@ -169,14 +140,14 @@ func TestClientNotReadingIsCutOff(t *testing.T) {
 // "0s" turns the guards off: a body that pauses longer than any default
 // would allow still arrives.
 func TestSlowClientGuardsCanBeDisabled(t *testing.T) {
-	addr := slowClientProxy(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	addr := slowClientProxy(t, func(w http.ResponseWriter, r *http.Request) {
 		b, err := io.ReadAll(r.Body)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
 		_, _ = w.Write(b)
-	}), "client_body_timeout = \"0s\"\nsend_timeout = \"0s\"")
+	}, "client_body_timeout = \"0s\"\nsend_timeout = \"0s\"")
 
 	pr, pw := io.Pipe()
 	go func() {
