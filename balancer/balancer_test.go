@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 func backends(t testing.TB, weights ...int) []*Backend {
@@ -24,7 +25,7 @@ func backends(t testing.TB, weights ...int) []*Backend {
 
 func pool(t testing.TB, policy string, weights ...int) *Pool {
 	t.Helper()
-	p, err := NewPool("test", policy, backends(t, weights...))
+	p, err := NewPool("test", backends(t, weights...), Options{Policy: policy})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,14 +43,19 @@ func letters(p *Pool, n int) string {
 
 func TestNewPoolRejects(t *testing.T) {
 	for _, tc := range []struct {
-		name, policy string
-		weights      []int
+		name    string
+		opts    Options
+		weights []int
 	}{
-		{"no backends", RoundRobin, nil},
-		{"unknown policy", "random", []int{1}},
+		{"no backends", Options{}, nil},
+		{"unknown policy", Options{Policy: "random"}, []int{1}},
+		{"negative max conns", Options{MaxConns: -1}, []int{1}},
+		{"negative slow start", Options{SlowStart: -time.Second}, []int{1}},
+		{"max fails without fail timeout", Options{Passive: Passive{MaxFails: 1}}, []int{1}},
+		{"max ejected percent over 100", Options{Passive: Passive{MaxEjectedPercent: 101}}, []int{1}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if _, err := NewPool("p", tc.policy, backends(t, tc.weights...)); err == nil {
+			if _, err := NewPool("p", backends(t, tc.weights...), tc.opts); err == nil {
 				t.Fatal("NewPool succeeded, want an error")
 			}
 		})
@@ -109,7 +115,7 @@ func TestWeightsHonouredWithinOnePercent(t *testing.T) {
 }
 
 func TestPickSkipsUnusableAndTried(t *testing.T) {
-	for _, policy := range []string{RoundRobin, LeastConn} {
+	for _, policy := range []string{RoundRobin, LeastConn, EWMA} {
 		t.Run(policy, func(t *testing.T) {
 			p := pool(t, policy, 1, 1, 1)
 			bs := p.Backends()
@@ -180,7 +186,7 @@ func TestLeastConnBreaksTiesInTurn(t *testing.T) {
 }
 
 func TestPickIsSafeConcurrently(t *testing.T) {
-	for _, policy := range []string{RoundRobin, LeastConn} {
+	for _, policy := range []string{RoundRobin, LeastConn, EWMA} {
 		t.Run(policy, func(t *testing.T) {
 			p := pool(t, policy, 2, 1)
 			var wg sync.WaitGroup
@@ -204,7 +210,7 @@ func TestPickIsSafeConcurrently(t *testing.T) {
 }
 
 func BenchmarkPick(b *testing.B) {
-	for _, policy := range []string{RoundRobin, LeastConn} {
+	for _, policy := range []string{RoundRobin, LeastConn, EWMA} {
 		p := pool(b, policy, 3, 1, 1, 2)
 		b.Run(policy, func(b *testing.B) {
 			b.ReportAllocs()
