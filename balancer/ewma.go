@@ -46,10 +46,11 @@ func (ewma) Pick(backends []*Backend, f Filter) *Backend {
 	return best
 }
 
-// score is the expected cost of one more request. The nanosecond added to
-// the latency lets in-flight counts decide between backends not yet measured.
+// score is the expected cost of one more request, per unit of weight. The
+// nanosecond added to the latency lets in-flight counts decide between
+// backends not yet measured.
 func (b *Backend) score(now int64) float64 {
-	return (b.latency(now) + 1) * float64(b.InFlight()+1) / b.share()
+	return (b.latency(now) + 1) * float64(b.InFlight()+1) / (float64(b.weight) * b.share())
 }
 
 // latency is the peak-EWMA latency in nanoseconds, decayed to now.
