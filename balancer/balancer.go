@@ -96,11 +96,7 @@ func (b *Backend) Healthy() bool { return b.gate.Load()&gateDown == 0 }
 // InFlight is the number of requests the backend is serving now.
 func (b *Backend) InFlight() int64 { return b.inflight.Load() }
 
-// Acquire counts a request as in flight whatever max_conns says; every
-// Acquire needs one Release. The request path uses Pool.Acquire instead.
-func (b *Backend) Acquire() { b.inflight.Add(1) }
-
-// Release ends a request counted by Acquire or Pool.Acquire.
+// Release ends a request counted by Pool.Acquire.
 func (b *Backend) Release() {
 	b.inflight.Add(-1)
 	if b.maxConns > 0 {

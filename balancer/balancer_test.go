@@ -100,7 +100,7 @@ func TestWeightsHonouredWithinOnePercent(t *testing.T) {
 				counts[b.index]++
 				if policy == LeastConn {
 					// Hold each request briefly, as real ones are, so load differs.
-					b.Acquire()
+					b.take()
 					defer b.Release()
 				}
 			}
@@ -163,14 +163,14 @@ func TestLeastConnPrefersIdleBackend(t *testing.T) {
 	p := pool(t, LeastConn, 1, 1)
 	a, b := p.Backends()[0], p.Backends()[1]
 	for range 5 {
-		a.Acquire()
+		a.take()
 	}
 	for i := range 20 {
 		got := p.Pick(0)
 		if got != b {
 			t.Fatalf("pick %d went to the busy backend", i)
 		}
-		got.Acquire()
+		got.take()
 		defer got.Release()
 		if b.InFlight() >= a.InFlight() {
 			break // now equal load: either is right
@@ -194,7 +194,7 @@ func TestPickIsSafeConcurrently(t *testing.T) {
 				wg.Go(func() {
 					for range 1000 {
 						b := p.Pick(0)
-						b.Acquire()
+						b.take()
 						b.Release()
 					}
 				})
@@ -223,7 +223,7 @@ func BenchmarkPick(b *testing.B) {
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
 					be := p.Pick(0)
-					be.Acquire()
+					be.take()
 					be.Release()
 				}
 			})

@@ -173,7 +173,7 @@ func pickShare(p *Pool, b *Backend, n int) float64 {
 	var held []*Backend
 	for range n {
 		x := p.Pick(0)
-		x.Acquire()
+		x.take()
 		held = append(held, x)
 		if x == b {
 			got++

@@ -17,6 +17,7 @@ import (
 
 	"github.com/portico/portico/balancer"
 	"github.com/portico/portico/config"
+	"github.com/portico/portico/internal/leakcheck"
 )
 
 // How a test backend answers.
@@ -367,12 +368,5 @@ func TestNoGoroutineLeaks(t *testing.T) {
 		g.Stop()
 	}
 	// Server-side handlers of cancelled probes end as their connections close.
-	var now int
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		if now = runtime.NumGoroutine(); now <= base {
-			return
-		}
-	}
-	buf := make([]byte, 1<<20)
-	t.Errorf("%d goroutines after 20 start/stop cycles, %d before\n%s", now, base, buf[:runtime.Stack(buf, true)])
+	leakcheck.Settle(t, base, "20 start/stop cycles")
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/portico/portico/admin"
 	"github.com/portico/portico/config"
+	"github.com/portico/portico/internal/leakcheck"
 )
 
 // upstream is a real loopback backend that names itself in X-Backend and
@@ -438,12 +439,5 @@ pool = "app"
 		}()
 	}
 	http.DefaultClient.CloseIdleConnections()
-	var now int
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		if now = runtime.NumGoroutine(); now <= base {
-			return
-		}
-	}
-	buf := make([]byte, 1<<20)
-	t.Errorf("%d goroutines after 10 serve cycles, %d before\n%s", now, base, buf[:runtime.Stack(buf, true)])
+	leakcheck.Settle(t, base, "10 serve cycles")
 }
