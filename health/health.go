@@ -92,7 +92,8 @@ func (c *Checker) run(ctx context.Context, b *balancer.Backend, target string) {
 	interval := c.cfg.Interval.Duration
 	// The first probe comes at a random point of the first interval, so
 	// that the backends of a pool, and pools started together, spread out.
-	timer := time.NewTimer(rand.N(interval))
+	due := time.Now().Add(rand.N(interval))
+	timer := time.NewTimer(time.Until(due))
 	defer timer.Stop()
 	var s streak
 	for {
@@ -109,9 +110,13 @@ func (c *Checker) run(ctx context.Context, b *balancer.Backend, target string) {
 		c.record(b, &s, start, ok, detail)
 		// Jitter only shortens the period, by up to a fifth, so that probes
 		// do not fall into step and a verdict never takes longer than
-		// fall × interval (+ timeout) or rise × interval.
-		period := interval - rand.N(interval/5+1)
-		timer.Reset(max(period-time.Since(start), 0))
+		// fall × interval (+ timeout) or rise × interval. Periods count from
+		// when probes were due, so a late timer does not push the rest back.
+		due = due.Add(interval - rand.N(interval/5+1))
+		if now := time.Now(); due.Before(now) {
+			due = now
+		}
+		timer.Reset(time.Until(due))
 	}
 }
 

@@ -135,6 +135,18 @@ func (l *logBuffer) String() string {
 	return l.buf.String()
 }
 
+// waitFor waits for a line containing want: the state changes just before
+// its log line is written.
+func (l *logBuffer) waitFor(t *testing.T, want string) {
+	t.Helper()
+	for deadline := time.Now().Add(time.Second); !strings.Contains(l.String(), want); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Errorf("log lacks %s\nlog:\n%s", want, l.String())
+			return
+		}
+	}
+}
+
 // checked builds a pool over the given backends with cfg's checks running.
 func checked(t *testing.T, cfg string, opts balancer.Options, addrs ...string) (*balancer.Pool, *logBuffer) {
 	t.Helper()
@@ -226,14 +238,11 @@ func TestBrokenBackendGoesDownWithinFallAndBackWithinRise(t *testing.T) {
 			if up > rise*interval+slack {
 				t.Errorf("marked up after %v, want within rise×interval = %v", up, rise*interval)
 			}
-			log := logs.String()
 			for _, want := range []string{
 				`msg="backend down" pool=p backend=` + be.addr + ` old=up new=down reason="` + tc.reason + `"`,
 				`msg="backend up" pool=p backend=` + be.addr + ` old=down new=up reason="status 200"`,
 			} {
-				if !strings.Contains(log, want) {
-					t.Errorf("log lacks %s\nlog:\n%s", want, log)
-				}
+				logs.waitFor(t, want)
 			}
 			if n := be.maxActive.Load(); n > 1 {
 				t.Errorf("%d probes were answered at once, want one at a time", n)
@@ -310,9 +319,7 @@ func TestActiveChecksReadmitEjectedBackend(t *testing.T) {
 	if took > rise*interval+slack {
 		t.Errorf("readmitted after %v, want within rise×interval %v", took, rise*interval)
 	}
-	if want := `msg="backend readmitted" pool=p backend=` + be.addr + ` old=ejected new=usable reason="2 active checks passed"`; !strings.Contains(logs.String(), want) {
-		t.Errorf("log lacks %s\nlog:\n%s", want, logs.String())
-	}
+	logs.waitFor(t, `msg="backend readmitted" pool=p backend=`+be.addr+` old=ejected new=usable reason="2 active checks passed"`)
 }
 
 func TestStartRejectsUnvalidatedSettings(t *testing.T) {
