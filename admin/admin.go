@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/pprof"
+	"time"
 
 	"github.com/portico/portico/balancer"
 )
@@ -37,33 +38,62 @@ func Handler(pools PoolsFunc) http.Handler {
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		_, _ = w.Write([]byte("Portico admin\n  /healthz    liveness\n  /api/pools  pools and backends (JSON)\n  /debug/pprof/  Go profiles\n"))
+		_, _ = w.Write([]byte("Portico admin\n  /healthz    liveness\n  /api/pools  pools and backends: health, ejections, load (JSON)\n  /debug/pprof/  Go profiles\n"))
 	})
 	return mux
 }
 
 // PoolView is the JSON form of a pool.
 type PoolView struct {
-	Name     string        `json:"name"`
-	Backends []BackendView `json:"backends"`
+	Name      string        `json:"name"`
+	Policy    string        `json:"balance"`
+	PanicMode bool          `json:"panic_mode"`
+	Usable    int           `json:"usable_backends"`
+	Backends  []BackendView `json:"backends"`
 }
 
 // BackendView is the JSON form of a backend's state.
 type BackendView struct {
-	URL      string `json:"url"`
-	Weight   int    `json:"weight"`
-	Usable   bool   `json:"usable"`
-	InFlight int64  `json:"in_flight"`
+	URL       string     `json:"url"`
+	Weight    int        `json:"weight"`
+	Usable    bool       `json:"usable"`
+	Healthy   bool       `json:"healthy"` // active checks' verdict
+	Ejected   bool       `json:"ejected"` // passive detection
+	EjectedMs int64      `json:"ejected_for_ms,omitempty"`
+	Ejections int64      `json:"ejections"`
+	Fails     int        `json:"consecutive_failures"` // of requests
+	InFlight  int64      `json:"in_flight"`
+	MaxConns  int64      `json:"max_conns,omitempty"`
+	Share     float64    `json:"slow_start_share"`
+	LatencyMs float64    `json:"ewma_latency_ms,omitempty"`
+	LastCheck *CheckView `json:"last_check,omitempty"`
+}
+
+// CheckView is the JSON form of the last active probe.
+type CheckView struct {
+	Time   time.Time `json:"time"`
+	OK     bool      `json:"ok"`
+	Detail string    `json:"detail"`
+	Passes int       `json:"consecutive_passes"`
+	Fails  int       `json:"consecutive_failures"`
 }
 
 func poolViews(pools []*balancer.Pool) []PoolView {
 	views := make([]PoolView, 0, len(pools))
 	for _, p := range pools {
-		v := PoolView{Name: p.Name()}
-		for _, b := range p.Backends() {
-			v.Backends = append(v.Backends, BackendView{
-				URL: b.URL().String(), Weight: b.Weight(), Usable: b.Usable(), InFlight: b.InFlight(),
-			})
+		ps := p.State()
+		v := PoolView{Name: ps.Name, Policy: ps.Policy, PanicMode: ps.PanicMode, Usable: ps.Usable}
+		for _, b := range ps.Backends {
+			bv := BackendView{
+				URL: b.URL, Weight: b.Weight, Usable: b.Usable, Healthy: b.Healthy, Ejected: b.Ejected,
+				EjectedMs: b.EjectedFor.Milliseconds(), Ejections: b.Ejections, Fails: b.Fails,
+				InFlight: b.InFlight, MaxConns: b.MaxConns, Share: b.Share,
+				LatencyMs: float64(b.Latency.Microseconds()) / 1000,
+			}
+			if c := b.LastCheck; c != nil {
+				bv.LastCheck = &CheckView{Time: c.Time, OK: c.OK, Detail: c.Detail, Passes: c.Passes, Fails: c.Fails}
+			}
+			v.Backends = append(v.Backends, bv)
 		}
 		views = append(views, v)
 	}

@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -22,7 +23,7 @@ func testPools(t *testing.T) []*balancer.Pool {
 		}
 		bs = append(bs, b)
 	}
-	p, err := balancer.NewPool("app", balancer.LeastConn, bs)
+	p, err := balancer.NewPool("app", bs, balancer.Options{Policy: balancer.LeastConn})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,10 +48,13 @@ func TestHealthz(t *testing.T) {
 func TestPoolsReflectLiveState(t *testing.T) {
 	pools := testPools(t)
 	h := Handler(func() []*balancer.Pool { return pools })
-	b := pools[0].Backends()[1]
-	b.SetUsable(false)
-	b.Acquire()
+	bs := pools[0].Backends()
+	b, err := pools[0].Acquire(context.Background(), balancer.Tried(0).Add(bs[0]))
+	if err != nil || b != bs[1] {
+		t.Fatalf("Acquire = %v, %v; want the second backend", b, err)
+	}
 	defer b.Release()
+	b.SetUsable(false)
 
 	code, body := get(t, h, "/api/pools")
 	if code != 200 {
@@ -60,13 +64,20 @@ func TestPoolsReflectLiveState(t *testing.T) {
 	if err := json.Unmarshal([]byte(body), &views); err != nil {
 		t.Fatalf("not JSON: %v\n%s", err, body)
 	}
-	want := []PoolView{{Name: "app", Backends: []BackendView{
-		{URL: "http://10.0.0.1:80", Weight: 1, Usable: true, InFlight: 0},
-		{URL: "http://10.0.0.2:80", Weight: 2, Usable: false, InFlight: 1},
-	}}}
-	if len(views) != 1 || len(views[0].Backends) != 2 || views[0].Name != want[0].Name ||
-		views[0].Backends[0] != want[0].Backends[0] || views[0].Backends[1] != want[0].Backends[1] {
-		t.Errorf("GET /api/pools = %+v, want %+v", views, want)
+	type seen struct {
+		URL      string
+		Weight   int
+		Usable   bool
+		InFlight int64
+	}
+	want := []seen{{"http://10.0.0.1:80", 1, true, 0}, {"http://10.0.0.2:80", 2, false, 1}}
+	if len(views) != 1 || views[0].Name != "app" || len(views[0].Backends) != len(want) {
+		t.Fatalf("GET /api/pools = %+v, want pool app with 2 backends", views)
+	}
+	for i, bv := range views[0].Backends {
+		if got := (seen{bv.URL, bv.Weight, bv.Usable, bv.InFlight}); got != want[i] {
+			t.Errorf("backend %d = %+v, want %+v", i, got, want[i])
+		}
 	}
 }
 

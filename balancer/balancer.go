@@ -1,6 +1,7 @@
 // Package balancer owns pools of backends, the per-backend state that the
 // request path, health checks and the admin side share (in-flight count,
-// usable flag), and the policies that pick a backend for a request.
+// usable flag, passive outlier detection, latency), and the policies that
+// pick a backend for a request.
 //
 // State lives in atomics and a pool's backend list never changes after
 // construction, so picking takes no lock shared across requests. A reload
@@ -10,18 +11,40 @@ package balancer
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
+	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Backend is one server of a pool.
 type Backend struct {
-	url    *url.URL
-	weight int
-	index  int // position in its pool, for Tried
+	url      *url.URL
+	weight   int
+	index    int   // position in its pool, for Tried
+	pool     *Pool // set by NewPool
+	maxConns int64 // 0: unlimited; set by NewPool
 
 	inflight atomic.Int64
-	down     atomic.Bool // zero value: usable, so a new backend takes traffic at once
+	// gate holds the reasons the backend is out (gateDown, gateEjected) in
+	// one word, so that Usable is one load. Zero: usable, so a new backend
+	// takes traffic at once.
+	gate atomic.Uint32
+
+	// Passive outlier detection (outlier.go).
+	fails        atomic.Int32 // consecutive failed requests
+	ejectedUntil atomic.Int64 // monotonic ns; 0: not ejected
+	ejections    atomic.Int64 // ejections since start, for the admin side
+	streak       atomic.Int32 // ejections since the last success, for backoff
+
+	rampUntil atomic.Int64 // slow start: monotonic ns at which the full share returns; 0: none
+
+	// Peak-EWMA latency for the ewma policy (ewma.go).
+	cost  atomic.Uint64 // float64 nanoseconds
+	stamp atomic.Int64  // monotonic ns of the last observation
+
+	check atomic.Pointer[Check] // last active probe, written by health
 }
 
 // NewBackend returns a usable backend. weight must be at least 1.
@@ -41,22 +64,45 @@ func (b *Backend) URL() *url.URL { return b.url }
 // Weight is the backend's configured share of traffic.
 func (b *Backend) Weight() int { return b.weight }
 
-// Usable reports whether the backend may be picked.
-func (b *Backend) Usable() bool { return !b.down.Load() }
-
-// SetUsable changes the usable flag and reports whether it changed.
-func (b *Backend) SetUsable(usable bool) (changed bool) {
-	return b.down.Swap(!usable) == usable
+// Usable reports whether the backend may be picked: active checks have not
+// marked it down and passive detection has not ejected it. An ejection that
+// has run its time ends here, on first look.
+func (b *Backend) Usable() bool {
+	// Kept small enough to inline: every pick calls it for each candidate.
+	g := b.gate.Load()
+	return g == 0 || g == gateEjected && b.ejectionOver()
 }
+
+const (
+	gateDown    = 1 << iota // active checks failed
+	gateEjected             // passive detection ejected it
+)
+
+// SetUsable records the active checks' verdict and reports whether it
+// changed. A backend that comes back ramps up over the pool's slow start.
+func (b *Backend) SetUsable(usable bool) (changed bool) {
+	if !usable {
+		return b.gate.Or(gateDown)&gateDown == 0
+	}
+	if changed = b.gate.And(^uint32(gateDown))&gateDown != 0; changed {
+		b.startRamp()
+	}
+	return changed
+}
+
+// Healthy reports the active checks' verdict; true without checks.
+func (b *Backend) Healthy() bool { return b.gate.Load()&gateDown == 0 }
 
 // InFlight is the number of requests the backend is serving now.
 func (b *Backend) InFlight() int64 { return b.inflight.Load() }
 
-// Acquire counts a request as in flight; every Acquire needs one Release.
-func (b *Backend) Acquire() { b.inflight.Add(1) }
-
-// Release ends a request counted by Acquire.
-func (b *Backend) Release() { b.inflight.Add(-1) }
+// Release ends a request counted by Pool.Acquire.
+func (b *Backend) Release() {
+	b.inflight.Add(-1)
+	if b.maxConns > 0 {
+		b.pool.freed()
+	}
+}
 
 // Tried is the set of a pool's backends a request has already been sent to,
 // so that a retry goes elsewhere. It is a value, so picking allocates nothing.
@@ -70,14 +116,26 @@ func (t Tried) Add(b *Backend) Tried { return t | 1<<(b.index%64) }
 // Has reports whether b is in the set.
 func (t Tried) Has(b *Backend) bool { return t&(1<<(b.index%64)) != 0 }
 
-// eligible reports whether b may take a request that has tried t.
-func eligible(b *Backend, t Tried) bool { return b.Usable() && !t.Has(b) }
+// Filter says which backends a pick may return.
+type Filter struct {
+	Tried Tried
+	// AnyHealth admits unusable backends too: panic mode.
+	AnyHealth bool
+}
 
-// Policy picks a backend among a pool's backends, skipping those that are not
-// usable or already tried; nil means none is eligible. Implementations must
-// be safe for concurrent use and should not allocate.
+// Allows reports whether b may take the request: not tried yet, usable
+// (unless in panic) and below max_conns.
+func (f Filter) Allows(b *Backend) bool {
+	return !f.Tried.Has(b) && (f.AnyHealth || b.Usable()) && !b.full()
+}
+
+func (b *Backend) full() bool { return b.maxConns > 0 && b.inflight.Load() >= b.maxConns }
+
+// Policy picks a backend that f allows among a pool's backends; nil means
+// none. Implementations must be safe for concurrent use and should not
+// allocate.
 type Policy interface {
-	Pick(backends []*Backend, tried Tried) *Backend
+	Pick(backends []*Backend, f Filter) *Backend
 }
 
 // Pool is a named, fixed set of backends with the policy that picks among them.
@@ -85,32 +143,114 @@ type Pool struct {
 	name     string
 	backends []*Backend
 	policy   Policy
+	opts     Options
+	log      *slog.Logger
+
+	ejectMu sync.Mutex // serialises ejections, so that two cannot both pass the max_ejected_percent check
+
+	waiting atomic.Int32  // requests queued for a backend below max_conns
+	wake    chan struct{} // a slot may have freed up
 }
 
 // Policy names accepted by NewPool.
 const (
 	RoundRobin = "round_robin"
 	LeastConn  = "least_conn"
+	EWMA       = "ewma"
 )
 
+// Options configure a pool beyond its backends. The zero value is a round
+// robin pool without limits, slow start or passive detection.
+type Options struct {
+	Policy string // RoundRobin when empty
+
+	// MaxConns caps each backend's in-flight requests (0: no cap). When all
+	// are full, Acquire waits up to QueueTimeout for a free slot.
+	MaxConns     int
+	QueueTimeout time.Duration
+
+	// PanicMode sends traffic to every backend when none is usable.
+	PanicMode bool
+
+	// SlowStart is how long a backend that comes back takes to reach its
+	// full share of traffic (0: at once).
+	SlowStart time.Duration
+
+	// Decay is the ewma policy's latency time constant (0: DefaultDecay).
+	Decay time.Duration
+
+	Passive Passive
+
+	// Recovery is the soonest an actively checked backend can come back
+	// (rise × interval), for Retry-After; 0 without active checks.
+	Recovery time.Duration
+
+	Log *slog.Logger // ejections and readmissions; nil: discarded
+}
+
+// Passive configures outlier detection from real traffic.
+type Passive struct {
+	MaxFails          int           // consecutive failures that eject; 0: off
+	FailTimeout       time.Duration // first ejection; each further one doubles
+	MaxFailTimeout    time.Duration // cap of the doubling (0: FailTimeout)
+	MaxEjectedPercent int           // at most this share of the pool unusable through ejection
+	FailOn5xx         bool          // 5xx responses count as failures
+}
+
+// DefaultDecay is the ewma policy's latency time constant unless set.
+const DefaultDecay = 10 * time.Second
+
 // NewPool builds a pool. The backends must not belong to another pool.
-func NewPool(name, policy string, backends []*Backend) (*Pool, error) {
+func NewPool(name string, backends []*Backend, o Options) (*Pool, error) {
 	if len(backends) == 0 {
 		return nil, fmt.Errorf("balancer: pool %q has no backends", name)
 	}
-	for i, b := range backends {
-		b.index = i
+	if err := o.validate(); err != nil {
+		return nil, fmt.Errorf("balancer: pool %q: %w", name, err)
 	}
-	p := &Pool{name: name, backends: backends}
-	switch policy {
+	if o.Policy == "" {
+		o.Policy = RoundRobin
+	}
+	if o.Decay == 0 {
+		o.Decay = DefaultDecay
+	}
+	if o.Passive.MaxFailTimeout < o.Passive.FailTimeout {
+		o.Passive.MaxFailTimeout = o.Passive.FailTimeout
+	}
+	p := &Pool{name: name, backends: backends, opts: o, log: o.Log, wake: make(chan struct{}, 1)}
+	if p.log == nil {
+		p.log = slog.New(slog.DiscardHandler)
+	}
+	for i, b := range backends {
+		b.index, b.pool, b.maxConns = i, p, int64(o.MaxConns)
+	}
+	switch o.Policy {
 	case RoundRobin:
 		p.policy = newRoundRobin(backends)
 	case LeastConn:
 		p.policy = &leastConn{}
+	case EWMA:
+		p.policy = ewma{}
 	default:
-		return nil, fmt.Errorf("balancer: pool %q: unknown policy %q", name, policy)
+		return nil, fmt.Errorf("balancer: pool %q: unknown policy %q", name, o.Policy)
 	}
 	return p, nil
+}
+
+func (o *Options) validate() error {
+	switch {
+	case o.MaxConns < 0:
+		return fmt.Errorf("max conns must not be negative, got %d", o.MaxConns)
+	case o.QueueTimeout < 0, o.SlowStart < 0, o.Decay < 0, o.Recovery < 0:
+		return errors.New("durations must not be negative")
+	case o.Passive.MaxFails < 0:
+		return fmt.Errorf("max fails must not be negative, got %d", o.Passive.MaxFails)
+	case o.Passive.MaxFails > 0 && o.Passive.FailTimeout <= 0:
+		return errors.New("passive detection needs a fail timeout above zero")
+	case o.Passive.MaxEjectedPercent < 0 || o.Passive.MaxEjectedPercent > 100:
+		return fmt.Errorf("max ejected percent must be 0 to 100, got %d", o.Passive.MaxEjectedPercent)
+	}
+	return nil
 }
 
 // Name is the pool's name from the configuration.
@@ -119,5 +259,24 @@ func (p *Pool) Name() string { return p.name }
 // Backends lists the pool's backends. Callers must not modify the slice.
 func (p *Pool) Backends() []*Backend { return p.backends }
 
-// Pick returns an eligible backend, or nil when there is none.
-func (p *Pool) Pick(tried Tried) *Backend { return p.policy.Pick(p.backends, tried) }
+// Pick returns a backend that is usable, untried and below max_conns, or nil
+// when there is none. In panic mode, when no backend at all is usable, it
+// picks among all of them instead.
+func (p *Pool) Pick(tried Tried) *Backend {
+	if b := p.policy.Pick(p.backends, Filter{Tried: tried}); b != nil {
+		return b
+	}
+	if p.opts.PanicMode && !p.anyUsable() {
+		return p.policy.Pick(p.backends, Filter{Tried: tried, AnyHealth: true})
+	}
+	return nil
+}
+
+func (p *Pool) anyUsable() bool {
+	for _, b := range p.backends {
+		if b.Usable() {
+			return true
+		}
+	}
+	return false
+}

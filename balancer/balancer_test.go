@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 func backends(t testing.TB, weights ...int) []*Backend {
@@ -24,7 +25,7 @@ func backends(t testing.TB, weights ...int) []*Backend {
 
 func pool(t testing.TB, policy string, weights ...int) *Pool {
 	t.Helper()
-	p, err := NewPool("test", policy, backends(t, weights...))
+	p, err := NewPool("test", backends(t, weights...), Options{Policy: policy})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,14 +43,19 @@ func letters(p *Pool, n int) string {
 
 func TestNewPoolRejects(t *testing.T) {
 	for _, tc := range []struct {
-		name, policy string
-		weights      []int
+		name    string
+		opts    Options
+		weights []int
 	}{
-		{"no backends", RoundRobin, nil},
-		{"unknown policy", "random", []int{1}},
+		{"no backends", Options{}, nil},
+		{"unknown policy", Options{Policy: "random"}, []int{1}},
+		{"negative max conns", Options{MaxConns: -1}, []int{1}},
+		{"negative slow start", Options{SlowStart: -time.Second}, []int{1}},
+		{"max fails without fail timeout", Options{Passive: Passive{MaxFails: 1}}, []int{1}},
+		{"max ejected percent over 100", Options{Passive: Passive{MaxEjectedPercent: 101}}, []int{1}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if _, err := NewPool("p", tc.policy, backends(t, tc.weights...)); err == nil {
+			if _, err := NewPool("p", backends(t, tc.weights...), tc.opts); err == nil {
 				t.Fatal("NewPool succeeded, want an error")
 			}
 		})
@@ -94,7 +100,7 @@ func TestWeightsHonouredWithinOnePercent(t *testing.T) {
 				counts[b.index]++
 				if policy == LeastConn {
 					// Hold each request briefly, as real ones are, so load differs.
-					b.Acquire()
+					b.take()
 					defer b.Release()
 				}
 			}
@@ -109,7 +115,7 @@ func TestWeightsHonouredWithinOnePercent(t *testing.T) {
 }
 
 func TestPickSkipsUnusableAndTried(t *testing.T) {
-	for _, policy := range []string{RoundRobin, LeastConn} {
+	for _, policy := range []string{RoundRobin, LeastConn, EWMA} {
 		t.Run(policy, func(t *testing.T) {
 			p := pool(t, policy, 1, 1, 1)
 			bs := p.Backends()
@@ -157,14 +163,14 @@ func TestLeastConnPrefersIdleBackend(t *testing.T) {
 	p := pool(t, LeastConn, 1, 1)
 	a, b := p.Backends()[0], p.Backends()[1]
 	for range 5 {
-		a.Acquire()
+		a.take()
 	}
 	for i := range 20 {
 		got := p.Pick(0)
 		if got != b {
 			t.Fatalf("pick %d went to the busy backend", i)
 		}
-		got.Acquire()
+		got.take()
 		defer got.Release()
 		if b.InFlight() >= a.InFlight() {
 			break // now equal load: either is right
@@ -180,7 +186,7 @@ func TestLeastConnBreaksTiesInTurn(t *testing.T) {
 }
 
 func TestPickIsSafeConcurrently(t *testing.T) {
-	for _, policy := range []string{RoundRobin, LeastConn} {
+	for _, policy := range []string{RoundRobin, LeastConn, EWMA} {
 		t.Run(policy, func(t *testing.T) {
 			p := pool(t, policy, 2, 1)
 			var wg sync.WaitGroup
@@ -188,7 +194,7 @@ func TestPickIsSafeConcurrently(t *testing.T) {
 				wg.Go(func() {
 					for range 1000 {
 						b := p.Pick(0)
-						b.Acquire()
+						b.take()
 						b.Release()
 					}
 				})
@@ -204,7 +210,7 @@ func TestPickIsSafeConcurrently(t *testing.T) {
 }
 
 func BenchmarkPick(b *testing.B) {
-	for _, policy := range []string{RoundRobin, LeastConn} {
+	for _, policy := range []string{RoundRobin, LeastConn, EWMA} {
 		p := pool(b, policy, 3, 1, 1, 2)
 		b.Run(policy, func(b *testing.B) {
 			b.ReportAllocs()
@@ -217,7 +223,7 @@ func BenchmarkPick(b *testing.B) {
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
 					be := p.Pick(0)
-					be.Acquire()
+					be.take()
 					be.Release()
 				}
 			})

@@ -1,6 +1,9 @@
 package balancer
 
-import "sync/atomic"
+import (
+	"math/rand/v2"
+	"sync/atomic"
+)
 
 // roundRobin is smooth weighted round robin (nginx's algorithm) made
 // lock-free: the interleaved order it produces is computed once, and each
@@ -42,39 +45,50 @@ func gcd(a, b int) int {
 	return a
 }
 
-// Pick takes the next slot; if its backend is not eligible it walks on, so an
-// unusable backend's share goes to the ones after it in the schedule.
-func (r *roundRobin) Pick(backends []*Backend, tried Tried) *Backend {
+// Pick takes the next slot; if its backend is not allowed it walks on, so an
+// unusable backend's share goes to the ones after it in the schedule. A
+// backend in slow start keeps its slot only with the probability of its
+// current share, and is taken anyway when nothing else is allowed.
+func (r *roundRobin) Pick(backends []*Backend, f Filter) *Backend {
 	n := uint64(len(r.schedule))
 	start := r.next.Add(1) - 1
+	var ramping *Backend
 	for k := range n {
 		b := backends[r.schedule[(start+k)%n]]
-		if eligible(b, tried) {
+		if !f.Allows(b) {
+			continue
+		}
+		if s := b.share(); s >= 1 || rand.Float64() < s {
 			return b
 		}
+		if ramping == nil {
+			ramping = b
+		}
 	}
-	return nil
+	return ramping
 }
 
 // leastConn picks the backend with the fewest in-flight requests per unit of
-// weight. The scan starts one place further each time, so ties rotate.
+// (slow-start scaled) weight, counting the request being placed as HAProxy
+// does, so that a backend coming back with no connections does not draw
+// every request at once. The scan starts one place further each time, so
+// ties rotate.
 type leastConn struct {
 	next atomic.Uint64
 }
 
-func (l *leastConn) Pick(backends []*Backend, tried Tried) *Backend {
+func (l *leastConn) Pick(backends []*Backend, f Filter) *Backend {
 	n := uint64(len(backends))
 	start := l.next.Add(1) - 1
 	var best *Backend
-	var bestLoad int64
+	var bestLoad float64
 	for k := range n {
 		b := backends[(start+k)%n]
-		if !eligible(b, tried) {
+		if !f.Allows(b) {
 			continue
 		}
-		// load/weight < bestLoad/best.weight, without division.
-		load := b.InFlight()
-		if best == nil || load*int64(best.weight) < bestLoad*int64(b.weight) {
+		load := float64(b.InFlight()+1) / (float64(b.weight) * b.share())
+		if best == nil || load < bestLoad {
 			best, bestLoad = b, load
 		}
 	}

@@ -54,6 +54,8 @@ type Pool struct {
 	ResponseHeaderTimeout  Duration   `toml:"response_header_timeout"`
 	MaxIdleConnsPerBackend int        `toml:"max_idle_conns_per_backend"`
 	Retries                int        `toml:"retries"`
+
+	Resilience // health checks, outlier detection, limits: config/health.go
 }
 
 // Backend is one server of a pool.
@@ -78,6 +80,7 @@ type Route struct {
 const (
 	RoundRobin = "round_robin"
 	LeastConn  = "least_conn"
+	EWMA       = "ewma"
 )
 
 // Limits that keep a configuration within what the runtime is built for.

@@ -114,6 +114,7 @@ func applyDefaults(c *Config, md *toml.MetaData) {
 		if !md.IsDefined("pools", name, "retries") {
 			p.Retries = DefaultRetries
 		}
+		p.Resilience.applyDefaults(md, name)
 		for _, b := range p.Backends {
 			b.Weight = 1
 			if b.RawWeight != nil {

@@ -136,9 +136,9 @@ func (v *validator) log(l *Log) {
 
 func (v *validator) pool(key string, p *Pool) {
 	switch p.Balance {
-	case RoundRobin, LeastConn:
+	case RoundRobin, LeastConn, EWMA:
 	default:
-		v.add(key+".balance", "unknown balance %q: want %s or %s", p.Balance, RoundRobin, LeastConn)
+		v.add(key+".balance", "unknown balance %q: want %s, %s or %s", p.Balance, RoundRobin, LeastConn, EWMA)
 	}
 	if len(p.Backends) == 0 {
 		v.add(key+".backends", "a pool needs at least one backend")
@@ -164,6 +164,7 @@ func (v *validator) pool(key string, p *Pool) {
 	if p.Retries < 0 || p.Retries > MaxRetries {
 		v.add(key+".retries", "must be between 0 and %d, got %d", MaxRetries, p.Retries)
 	}
+	v.resilience(key, &p.Resilience)
 }
 
 func (v *validator) backend(key string, b *Backend) {

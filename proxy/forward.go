@@ -168,6 +168,7 @@ func errorHandler(log *slog.Logger) func(http.ResponseWriter, *http.Request, err
 		info.Status = status
 		log.Warn("backend request failed", "route", info.Route, "pool", info.Pool,
 			"backend", info.Backend, "attempts", info.Attempts, "status", status, "err", err)
+		setRetryAfter(w.Header(), err)
 		writeError(w, status)
 	}
 }
@@ -179,7 +180,7 @@ const StatusClientClosed = 499
 func statusFor(err error) int {
 	var ne net.Error
 	switch {
-	case errors.Is(err, errNoBackend):
+	case errors.As(err, new(*unavailable)):
 		return http.StatusServiceUnavailable
 	case errors.As(err, new(dialError)):
 		return http.StatusBadGateway

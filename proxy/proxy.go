@@ -40,7 +40,7 @@ func NewSnapshot(cfg *config.Config, log *slog.Logger) (*Snapshot, error) {
 		upstreams:   make(map[string]*upstream, len(cfg.Pools)),
 	}
 	for name, pc := range cfg.Pools {
-		up, err := newUpstream(name, pc)
+		up, err := newUpstream(name, pc, log)
 		if err != nil {
 			return nil, fmt.Errorf("pool %q: %w", name, err)
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"sync/atomic"
@@ -20,12 +21,13 @@ type upstream struct {
 	pool      *balancer.Pool
 	transport *http.Transport
 	retries   int
+	budget    *retryBudget
 }
 
 // Idle backend connections are closed after this long unused.
 const backendIdleTimeout = 90 * time.Second
 
-func newUpstream(name string, pc *config.Pool) (*upstream, error) {
+func newUpstream(name string, pc *config.Pool, log *slog.Logger) (*upstream, error) {
 	backends := make([]*balancer.Backend, 0, len(pc.Backends))
 	for _, bc := range pc.Backends {
 		b, err := balancer.NewBackend(bc.Parsed, bc.Weight)
@@ -34,7 +36,7 @@ func newUpstream(name string, pc *config.Pool) (*upstream, error) {
 		}
 		backends = append(backends, b)
 	}
-	pool, err := balancer.NewPool(name, pc.Balance, backends)
+	pool, err := balancer.NewPool(name, backends, poolOptions(pc, log))
 	if err != nil {
 		return nil, err
 	}
@@ -57,7 +59,7 @@ func newUpstream(name string, pc *config.Pool) (*upstream, error) {
 		// A proxy passes encodings through; it must not add gzip and decode it.
 		DisableCompression: true,
 	}
-	return &upstream{pool: pool, transport: t, retries: pc.Retries}, nil
+	return &upstream{pool: pool, transport: t, retries: pc.Retries, budget: newRetryBudget(pc.RetryBudgetPercent)}, nil
 }
 
 // dialError marks a failure to connect: the request never left, so any
@@ -67,10 +69,8 @@ type dialError struct{ err error }
 func (e dialError) Error() string { return e.err.Error() }
 func (e dialError) Unwrap() error { return e.err }
 
-// errNoBackend means the pool had no usable backend left to try.
-var errNoBackend = errors.New("no usable backend")
-
-// RoundTrip sends req to a backend, retrying on others as the pool allows.
+// RoundTrip sends req to a backend, retrying on others as the pool and its
+// retry budget allow.
 func (u *upstream) RoundTrip(req *http.Request) (*http.Response, error) {
 	info := infoFrom(req.Context())
 	var body *trackedBody
@@ -78,29 +78,29 @@ func (u *upstream) RoundTrip(req *http.Request) (*http.Response, error) {
 		body = &trackedBody{ReadCloser: req.Body}
 		req.Body = body
 	}
+	u.budget.request()
 	var tried balancer.Tried
 	var lastErr error
 	for attempt := 0; ; attempt++ {
-		b := u.pool.Pick(tried)
-		if b == nil {
-			if lastErr == nil {
-				lastErr = errNoBackend
+		b, err := u.pool.Acquire(req.Context(), tried)
+		if err != nil {
+			if lastErr != nil {
+				return nil, lastErr
 			}
-			return nil, lastErr
+			return nil, u.unavailable(err)
 		}
 		tried = tried.Add(b)
 		req.URL.Scheme, req.URL.Host = b.URL().Scheme, b.URL().Host
 		info.Backend, info.Attempts = b.URL().Host, attempt+1
 
-		b.Acquire()
-		res, err := u.transport.RoundTrip(req)
+		res, err := u.attempt(req, b)
 		if err == nil {
 			res.Body = releaseOnClose(res, b)
 			return res, nil
 		}
 		b.Release()
 		lastErr = err
-		if attempt >= u.retries || !retryable(req, body, err) {
+		if attempt >= u.retries || !retryable(req, body, err) || !u.budget.retry() {
 			return nil, err
 		}
 	}

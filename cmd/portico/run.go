@@ -18,6 +18,7 @@ import (
 	"github.com/portico/portico/admin"
 	"github.com/portico/portico/balancer"
 	"github.com/portico/portico/config"
+	"github.com/portico/portico/health"
 	"github.com/portico/portico/proxy"
 )
 
@@ -80,6 +81,13 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ready func
 		return err
 	}
 	defer snap.Close()
+	// Checkers belong to the snapshot whose pools they probe: a reload that
+	// replaces the snapshot must stop them and start the new one's.
+	checks, err := health.StartAll(snap.Pools(), cfg.Pools, log)
+	if err != nil {
+		return err
+	}
+	defer checks.Stop()
 	h := proxy.NewHandler(snap)
 
 	type listener struct {
