@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"os"
 	"slices"
@@ -253,6 +254,13 @@ func (m *Manager) HTTPHandler(next http.Handler) http.Handler {
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.HasPrefix(r.URL.Path, "/.well-known/acme-challenge/") {
+			// autocert checks the Host header against its policy as is; a
+			// CA probing a listener off port 80 (a test CA, or a port
+			// mapping) sends one with a port.
+			if host, _, err := net.SplitHostPort(r.Host); err == nil {
+				r = r.Clone(r.Context())
+				r.Host = host
+			}
 			m.challenge.ServeHTTP(w, r)
 			return
 		}
