@@ -44,7 +44,7 @@ type pebble struct {
 
 func startPebble(t *testing.T, httpPort, tlsPort int) *pebble {
 	t.Helper()
-	t.Setenv("PEBBLE_VA_NOSLEEP", "1")     // validate at once, not after a random sleep
+	t.Setenv("PEBBLE_VA_NOSLEEP", "1")      // validate at once, not after a random sleep
 	t.Setenv("PEBBLE_WFE_NONCEREJECT", "0") // no deliberately rejected nonces
 	t.Setenv("PEBBLE_AUTHZREUSE", "0")      // every order validates afresh
 	logs := &syncBuffer{}
