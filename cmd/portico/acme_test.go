@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -29,6 +28,7 @@ import (
 
 	"github.com/portico/portico/config"
 	"github.com/portico/portico/internal/testcert"
+	"github.com/portico/portico/internal/testlog"
 )
 
 // pebble is Let's Encrypt's test CA, run in-process on loopback. Its
@@ -47,7 +47,7 @@ func startPebble(t *testing.T, httpPort, tlsPort int) *pebble {
 	t.Setenv("PEBBLE_VA_NOSLEEP", "1")      // validate at once, not after a random sleep
 	t.Setenv("PEBBLE_WFE_NONCEREJECT", "0") // no deliberately rejected nonces
 	t.Setenv("PEBBLE_AUTHZREUSE", "0")      // every order validates afresh
-	logs := &syncBuffer{}
+	logs := &testlog.Buffer{}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("pebble log:\n%s", logs.String())
@@ -136,23 +136,6 @@ func startDNS(t *testing.T) string {
 	go func() { _ = srv.ActivateAndServe() }()
 	t.Cleanup(func() { _ = srv.Shutdown() })
 	return ln.Addr().String()
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // loopbackPorts reserves n distinct loopback ports and releases them for

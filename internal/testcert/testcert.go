@@ -32,7 +32,7 @@ type Pair struct {
 	TLS             tls.Certificate
 }
 
-// NewCA returns a new root, valid from an hour ago for a day.
+// NewCA returns a new root, valid from an hour ago for a year.
 func NewCA(t testing.TB) *CA {
 	t.Helper()
 	key := newKey(t)
@@ -40,7 +40,7 @@ func NewCA(t testing.TB) *CA {
 		SerialNumber:          serial(t),
 		Subject:               pkix.Name{CommonName: "Portico test CA"},
 		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
+		NotAfter:              time.Now().Add(365 * 24 * time.Hour),
 		IsCA:                  true,
 		BasicConstraintsValid: true,
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
@@ -101,10 +101,11 @@ func (ca *CA) Issue(t testing.TB, notBefore, notAfter time.Time, names ...string
 	return p
 }
 
-// Valid returns a certificate for names valid from an hour ago for a day.
+// Valid returns a certificate for names valid from an hour ago for 90 days,
+// like a public CA's.
 func (ca *CA) Valid(t testing.TB, names ...string) *Pair {
 	t.Helper()
-	return ca.Issue(t, time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour), names...)
+	return ca.Issue(t, time.Now().Add(-time.Hour), time.Now().Add(90*24*time.Hour), names...)
 }
 
 // WriteFiles writes the pair to dir as NAME.crt and NAME.key and returns
