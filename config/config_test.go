@@ -575,8 +575,12 @@ func checkProblems(ps Problems, ws []want) string {
 	return b.String()
 }
 
-func TestParseValidationErrors(t *testing.T) {
-	for _, tc := range problemCases {
+func TestParseValidationErrors(t *testing.T) { runProblemCases(t, problemCases) }
+
+// runProblemCases parses each case's document and checks its problems.
+func runProblemCases(t *testing.T, cases []problemCase) {
+	t.Helper()
+	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			src := doc(tc.lines...)
 			_, err := Parse([]byte(src), "test.toml")

@@ -47,7 +47,7 @@ func TestParseTLSProblems(t *testing.T) {
 	https := ls(`[server]`, `https_addr = ":443"`)
 	acme := func(l ...string) []string { return lines(ls(`[tls.acme]`, `enabled = true`), l) }
 	hostRoute := ls(`[[routes]]`, `host = "app.example.com"`, `pool = "app"`)
-	for _, tc := range []problemCase{
+	runProblemCases(t, []problemCase{
 		{name: "https_addr without certificates", lines: tail(https...),
 			want: []want{{2, "server.https_addr", "HTTPS needs certificates"}}},
 		{name: "certificates without https_addr", lines: tail(cert(f.cert, f.key)...),
@@ -103,16 +103,7 @@ func TestParseTLSProblems(t *testing.T) {
 			want: []want{{3, "pools.app.backends[1].url", `scheme "h2c" differs from backends[0] ("https")`}}},
 		{name: "unreadable tls_ca_file", lines: lines(ls(`[pools.app]`, `backends = [{ url = "https://10.0.0.1" }]`, `tls_ca_file = "/nonexistent/ca.pem"`), okRoute),
 			want: []want{{3, "pools.app.tls_ca_file", "cannot read"}}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			src := doc(tc.lines...)
-			_, err := Parse([]byte(src), "test.toml")
-			ps := problemsOf(t, err)
-			if diff := checkProblems(ps, tc.want); diff != "" {
-				t.Errorf("%s\ndocument:\n%s", diff, src)
-			}
-		})
-	}
+	})
 }
 
 func TestParseTLSDefaultsAndLoadedValues(t *testing.T) {
