@@ -5,6 +5,7 @@
 package config
 
 import (
+	"crypto/x509"
 	"fmt"
 	"net/netip"
 	"net/url"
@@ -17,9 +18,13 @@ type Config struct {
 	Log    Log              `toml:"log"`
 	Pools  map[string]*Pool `toml:"pools"`
 	Routes []*Route         `toml:"routes"`
+	TLS    TLS              `toml:"tls"`
 
 	// File is the path the configuration was read from, for messages.
 	File string `toml:"-"`
+	// Warnings are problems that do not stop Portico, such as an expired
+	// static certificate: validate prints them, run logs them.
+	Warnings Problems `toml:"-"`
 }
 
 // Server holds the listener settings.
@@ -34,6 +39,9 @@ type Server struct {
 	ClientBodyTimeout Duration `toml:"client_body_timeout"`
 	SendTimeout       Duration `toml:"send_timeout"`
 	TrustedProxies    []string `toml:"trusted_proxies"`
+	RedirectHTTP      bool     `toml:"redirect_http"` // default: true when https_addr is set
+	H2C               bool     `toml:"h2c"`
+	HTTP2             HTTP2    `toml:"http2"`
 
 	// Trusted is TrustedProxies parsed; a bare address is a one-address prefix.
 	Trusted []netip.Prefix `toml:"-"`
@@ -56,6 +64,16 @@ type Pool struct {
 	Retries                int        `toml:"retries"`
 
 	Resilience // health checks, outlier detection, limits: config/health.go
+
+	// For https:// backends only.
+	TLSServerName         string `toml:"tls_server_name"`
+	TLSCAFile             string `toml:"tls_ca_file"`
+	TLSInsecureSkipVerify bool   `toml:"tls_insecure_skip_verify"`
+
+	// Filled in by validation: the backends' one scheme, and tls_ca_file's
+	// certificates (nil: the system roots).
+	Scheme  string         `toml:"-"`
+	RootCAs *x509.CertPool `toml:"-"`
 }
 
 // Backend is one server of a pool.
@@ -63,7 +81,8 @@ type Backend struct {
 	URL       string `toml:"url"`
 	RawWeight *int   `toml:"weight"` // nil when unset, to tell it from an invalid 0
 
-	// Filled in by validation: the weight (default 1) and the parsed URL.
+	// Filled in by validation: the weight (default 1) and the parsed URL,
+	// with the default port of its scheme filled in.
 	Weight int      `toml:"-"`
 	Parsed *url.URL `toml:"-"`
 }
@@ -75,6 +94,14 @@ type Route struct {
 	StripPrefix bool   `toml:"strip_prefix"`
 	Pool        string `toml:"pool"`
 }
+
+// Backend schemes. h2c is cleartext HTTP/2 with prior knowledge, which is
+// what gRPC servers speak.
+const (
+	SchemeHTTP  = "http"
+	SchemeHTTPS = "https"
+	SchemeH2C   = "h2c"
+)
 
 // Balance policies a pool may name.
 const (

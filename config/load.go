@@ -68,10 +68,17 @@ func Parse(data []byte, file string) (*Config, error) {
 	v.undecoded(md.Undecoded())
 	applyDefaults(cfg, &md)
 	v.config(cfg)
-	if len(v.problems) > 0 {
-		sort.SliceStable(v.problems, func(i, j int) bool { return v.problems[i].Line < v.problems[j].Line })
-		return nil, v.problems
+	byLine := func(ps Problems) {
+		sort.SliceStable(ps, func(i, j int) bool { return ps[i].Line < ps[j].Line })
 	}
+	if len(v.problems) > 0 {
+		// Warnings too, so that fixing the errors brings no second round.
+		all := append(v.problems, v.warnings...)
+		byLine(all)
+		return nil, all
+	}
+	byLine(v.warnings)
+	cfg.Warnings = v.warnings
 	return cfg, nil
 }
 
@@ -127,6 +134,7 @@ func applyDefaults(c *Config, md *toml.MetaData) {
 			r.PathPrefix = "/"
 		}
 	}
+	applyTLSDefaults(c, md)
 }
 
 // decodeMsg is how BurntSushi/toml words a value of the wrong type; it gives

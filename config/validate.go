@@ -16,12 +16,19 @@ type validator struct {
 	file     string
 	keys     *keyLines
 	problems Problems
+	warnings Problems
 }
 
 func (v *validator) add(key, format string, args ...any) {
 	// A key written nowhere, such as a missing [[routes]], is the whole file's: line 1.
 	line := max(v.keys.line(key), 1)
 	v.problems = append(v.problems, Problem{File: v.file, Line: line, Key: key, Msg: fmt.Sprintf(format, args...)})
+}
+
+// warn records a problem that does not stop Portico.
+func (v *validator) warn(key, format string, args ...any) {
+	line := max(v.keys.line(key), 1)
+	v.warnings = append(v.warnings, Problem{File: v.file, Line: line, Key: key, Msg: "warning: " + fmt.Sprintf(format, args...)})
 }
 
 // undecoded reports keys the schema does not know, once each where written:
@@ -44,7 +51,8 @@ func (v *validator) undecoded(keys []toml.Key) {
 }
 
 func (v *validator) config(c *Config) {
-	v.server(&c.Server)
+	httpsOK := v.server(&c.Server)
+	v.tls(&c.TLS, &c.Server, httpsOK)
 	v.log(&c.Log)
 
 	names := make([]string, 0, len(c.Pools))
@@ -78,15 +86,19 @@ func (v *validator) duration(key string, d Duration) {
 	}
 }
 
-func (v *validator) addr(key, addr string, offAllowed bool) {
+// addr reports whether addr is a valid listen address, reporting it if not.
+func (v *validator) addr(key, addr string, offAllowed bool) bool {
 	if offAllowed && addr == Off {
-		return
+		return true
 	}
 	if _, port, err := net.SplitHostPort(addr); err != nil {
 		v.add(key, "invalid address %q: want host:port, such as \":80\" or \"127.0.0.1:8080\"", addr)
+		return false
 	} else if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
 		v.add(key, "invalid port in %q", addr)
+		return false
 	}
+	return true
 }
 
 func validPort(port string) bool {
@@ -94,11 +106,10 @@ func validPort(port string) bool {
 	return err == nil && n >= 1 && n <= 65535
 }
 
-func (v *validator) server(s *Server) {
+// server checks [server] and reports whether https_addr is well formed.
+func (v *validator) server(s *Server) (httpsOK bool) {
 	v.addr("server.http_addr", s.HTTPAddr, false)
-	if s.HTTPSAddr != "" {
-		v.addr("server.https_addr", s.HTTPSAddr, false)
-	}
+	httpsOK = s.HTTPSAddr == "" || v.addr("server.https_addr", s.HTTPSAddr, false)
 	v.addr("server.admin_addr", s.AdminAddr, true)
 	v.duration("server.read_header_timeout", s.ReadHeaderTimeout)
 	v.duration("server.idle_timeout", s.IdleTimeout)
@@ -119,6 +130,11 @@ func (v *validator) server(s *Server) {
 			v.add(key, "invalid CIDR %q: want an address or prefix, such as \"10.0.0.0/8\"", cidr)
 		}
 	}
+	if s.RedirectHTTP && s.HTTPSAddr == "" {
+		v.add("server.redirect_http", "redirecting to HTTPS needs server.https_addr")
+	}
+	v.http2(&s.HTTP2)
+	return httpsOK
 }
 
 func (v *validator) log(l *Log) {
@@ -144,6 +160,7 @@ func (v *validator) pool(key string, p *Pool) {
 		v.add(key+".backends", "a pool needs at least one backend")
 	}
 	seen := map[string]int{}
+	schemeOf := -1 // the first backend with a scheme
 	for i, b := range p.Backends {
 		bkey := key + ".backends[" + strconv.Itoa(i) + "]"
 		v.backend(bkey, b)
@@ -155,7 +172,14 @@ func (v *validator) pool(key string, p *Pool) {
 		} else {
 			seen[b.Parsed.Host] = i
 		}
+		// One transport serves a pool, so its backends speak one protocol.
+		if schemeOf < 0 {
+			schemeOf, p.Scheme = i, b.Parsed.Scheme
+		} else if b.Parsed.Scheme != p.Scheme {
+			v.add(bkey+".url", "scheme %q differs from backends[%d] (%q): a pool's backends share one scheme", b.Parsed.Scheme, schemeOf, p.Scheme)
+		}
 	}
+	v.poolTLS(key, p)
 	v.duration(key+".dial_timeout", p.DialTimeout)
 	v.duration(key+".response_header_timeout", p.ResponseHeaderTimeout)
 	if p.MaxIdleConnsPerBackend < 1 {
@@ -179,8 +203,8 @@ func (v *validator) backend(key string, b *Backend) {
 		v.add(key+".url", "%q needs a scheme and a host, such as \"http://10.0.0.1:8080\"", b.URL)
 	case err != nil:
 		v.add(key+".url", "invalid URL %q", b.URL)
-	case u.Scheme != "http":
-		v.add(key+".url", "unsupported scheme %q: want http", u.Scheme)
+	case u.Scheme != SchemeHTTP && u.Scheme != SchemeHTTPS && u.Scheme != SchemeH2C:
+		v.add(key+".url", "unsupported scheme %q: want http, https or h2c", u.Scheme)
 	case u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "":
 		v.add(key+".url", "%q must be scheme://host[:port] only; use a route's strip_prefix to change paths", b.URL)
 	case u.Port() != "" && !validPort(u.Port()):
@@ -188,10 +212,32 @@ func (v *validator) backend(key string, b *Backend) {
 	default:
 		// Lower case, so that the same server is recognised however it is written.
 		host, port := strings.ToLower(u.Hostname()), u.Port()
-		if port == "" {
+		if port == "" && u.Scheme == SchemeHTTPS {
+			port = "443"
+		} else if port == "" {
 			port = "80"
 		}
 		b.Parsed = &url.URL{Scheme: u.Scheme, Host: net.JoinHostPort(host, port)}
+	}
+}
+
+// poolTLS checks the keys that configure TLS to https:// backends.
+func (v *validator) poolTLS(key string, p *Pool) {
+	if p.Scheme != SchemeHTTPS && p.Scheme != "" {
+		for k, set := range map[string]bool{
+			"tls_server_name": p.TLSServerName != "", "tls_ca_file": p.TLSCAFile != "", "tls_insecure_skip_verify": p.TLSInsecureSkipVerify,
+		} {
+			if set {
+				v.add(key+"."+k, "applies to https:// backends only; this pool's are %s://", p.Scheme)
+			}
+		}
+		return
+	}
+	if p.TLSCAFile != "" {
+		p.RootCAs = v.certPool(key+".tls_ca_file", p.TLSCAFile, false)
+	}
+	if p.TLSServerName != "" && (strings.ContainsAny(p.TLSServerName, " /:?#@") || net.ParseIP(p.TLSServerName) != nil) {
+		v.add(key+".tls_server_name", "%q is not a DNS name", p.TLSServerName)
 	}
 }
 

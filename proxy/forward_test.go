@@ -969,7 +969,10 @@ func TestSlowClientClosedAfterReadHeaderTimeout(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := NewServer(&cfg.Server, NewHandler(snap), discardLog)
+	srv, err := NewServer(&cfg.Server, NewHandler(snap), discardLog)
+	if err != nil {
+		t.Fatal(err)
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

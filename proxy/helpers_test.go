@@ -65,7 +65,10 @@ func startProxy(t *testing.T, text string, vars map[string]string) *testProxy {
 		t.Fatalf("NewSnapshot: %v", err)
 	}
 	srv := httptest.NewUnstartedServer(nil)
-	srv.Config = NewServer(&cfg.Server, NewHandler(snap), discardLog)
+	srv.Config, err = NewServer(&cfg.Server, NewHandler(snap), discardLog)
+	if err != nil {
+		t.Fatalf("NewServer: %v", err)
+	}
 	srv.Start()
 	t.Cleanup(func() {
 		srv.Close()

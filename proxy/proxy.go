@@ -76,7 +76,7 @@ func (s *Snapshot) Pools() []*balancer.Pool { return s.pools }
 // flight finish on their connections, which then close.
 func (s *Snapshot) Close() {
 	for _, up := range s.upstreams {
-		up.transport.CloseIdleConnections()
+		up.transport.closeIdle()
 	}
 }
 

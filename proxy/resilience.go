@@ -43,7 +43,7 @@ func poolOptions(pc *config.Pool, log *slog.Logger) balancer.Options {
 // client abandoned says nothing about the backend.
 func (u *upstream) attempt(req *http.Request, b *balancer.Backend) (*http.Response, error) {
 	start := time.Now()
-	res, err := u.transport.RoundTrip(req)
+	res, err := u.transport.forRequest(req).RoundTrip(req)
 	rtt := time.Since(start)
 	switch {
 	case err == nil && res.StatusCode >= 500:

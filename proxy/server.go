@@ -1,17 +1,43 @@
 package proxy
 
 import (
+	"crypto/tls"
 	"log/slog"
+	"net"
 	"net/http"
+	"strings"
+
+	"golang.org/x/net/http2"
 
 	"github.com/portico/portico/config"
 )
 
-// NewServer returns the client-facing server for h with the configured
+// NewServer returns the plain-HTTP server for h with the configured
 // limits: a slow client gets read_header_timeout to send its headers and
 // idle_timeout between requests, and header blocks beyond max_header_bytes
-// are refused with 431.
-func NewServer(sc *config.Server, h http.Handler, log *slog.Logger) *http.Server {
+// are refused with 431. With h2c it also speaks cleartext HTTP/2 with prior
+// knowledge, under the same HTTP/2 limits as the HTTPS listener.
+func NewServer(sc *config.Server, h http.Handler, log *slog.Logger) (*http.Server, error) {
+	srv := baseServer(sc, h, log)
+	if !sc.H2C {
+		return srv, nil
+	}
+	srv.Protocols = new(http.Protocols)
+	srv.Protocols.SetHTTP1(true)
+	srv.Protocols.SetUnencryptedHTTP2(true)
+	return srv, http2.ConfigureServer(srv, http2Server(&sc.HTTP2))
+}
+
+// NewTLSServer returns the HTTPS server for h: HTTP/1.1 and HTTP/2 by ALPN,
+// with the limits of NewServer and [server.http2]. tc supplies the
+// certificates; serve it on tls.NewListener(ln, srv.TLSConfig).
+func NewTLSServer(sc *config.Server, h http.Handler, tc *tls.Config, log *slog.Logger) (*http.Server, error) {
+	srv := baseServer(sc, h, log)
+	srv.TLSConfig = tc
+	return srv, http2.ConfigureServer(srv, http2Server(&sc.HTTP2))
+}
+
+func baseServer(sc *config.Server, h http.Handler, log *slog.Logger) *http.Server {
 	return &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: sc.ReadHeaderTimeout.Duration,
@@ -19,4 +45,39 @@ func NewServer(sc *config.Server, h http.Handler, log *slog.Logger) *http.Server
 		MaxHeaderBytes:    sc.MaxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
+}
+
+// http2Server sets every limit explicitly rather than trusting library
+// defaults to stay put. Go's rapid-reset and flood protections are on in
+// any http2.Server and need no setting.
+func http2Server(c *config.HTTP2) *http2.Server {
+	return &http2.Server{
+		MaxConcurrentStreams: uint32(c.MaxConcurrentStreams),
+		MaxReadFrameSize:     uint32(c.MaxReadFrameSize),
+		IdleTimeout:          c.IdleTimeout.Duration,
+	}
+}
+
+// Redirect answers every request with 308 Permanent Redirect to the same
+// host, path and query on https. 308, unlike 301, keeps the method and
+// body. httpsPort is added to the host unless it is "443" or "".
+func Redirect(httpsPort string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host := r.Host
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			host = h
+		}
+		host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+		if host == "" {
+			http.Error(w, "a Host header is needed to redirect to https", http.StatusBadRequest)
+			return
+		}
+		if httpsPort != "" && httpsPort != "443" {
+			host = net.JoinHostPort(host, httpsPort)
+		} else if strings.Contains(host, ":") {
+			host = "[" + host + "]"
+		}
+		w.Header().Set("Location", "https://"+host+r.URL.RequestURI())
+		w.WriteHeader(http.StatusPermanentRedirect)
+	})
 }

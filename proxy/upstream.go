@@ -1,31 +1,26 @@
 package proxy
 
 import (
-	"context"
 	"errors"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"sync/atomic"
-	"time"
 
 	"github.com/portico/portico/balancer"
 	"github.com/portico/portico/config"
 )
 
-// upstream is a pool at run time: the balancer's pool, one tuned transport
+// upstream is a pool at run time: the balancer's pool, the transports
 // shared by its backends, and the retry rule. It is the http.RoundTripper the
 // route proxies use, so every attempt picks its own backend.
 type upstream struct {
 	pool      *balancer.Pool
-	transport *http.Transport
+	transport *transports
 	retries   int
 	budget    *retryBudget
 }
-
-// Idle backend connections are closed after this long unused.
-const backendIdleTimeout = 90 * time.Second
 
 func newUpstream(name string, pc *config.Pool, log *slog.Logger) (*upstream, error) {
 	backends := make([]*balancer.Backend, 0, len(pc.Backends))
@@ -40,26 +35,7 @@ func newUpstream(name string, pc *config.Pool, log *slog.Logger) (*upstream, err
 	if err != nil {
 		return nil, err
 	}
-	dialer := &net.Dialer{Timeout: pc.DialTimeout.Duration, KeepAlive: 30 * time.Second}
-	t := &http.Transport{
-		Proxy: nil, // never route backend traffic through $HTTP_PROXY
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			c, err := dialer.DialContext(ctx, network, addr)
-			if err != nil {
-				return nil, dialError{err}
-			}
-			return c, nil
-		},
-		MaxIdleConnsPerHost:   pc.MaxIdleConnsPerBackend,
-		IdleConnTimeout:       backendIdleTimeout,
-		ResponseHeaderTimeout: pc.ResponseHeaderTimeout.Duration,
-		// Non-zero, so a client's "Expect: 100-continue" waits for the backend's
-		// answer instead of sending the body at once.
-		ExpectContinueTimeout: time.Second,
-		// A proxy passes encodings through; it must not add gzip and decode it.
-		DisableCompression: true,
-	}
-	return &upstream{pool: pool, transport: t, retries: pc.Retries, budget: newRetryBudget(pc.RetryBudgetPercent)}, nil
+	return &upstream{pool: pool, transport: newTransports(pc), retries: pc.Retries, budget: newRetryBudget(pc.RetryBudgetPercent)}, nil
 }
 
 // dialError marks a failure to connect: the request never left, so any
@@ -90,7 +66,7 @@ func (u *upstream) RoundTrip(req *http.Request) (*http.Response, error) {
 			return nil, u.unavailable(err)
 		}
 		tried = tried.Add(b)
-		req.URL.Scheme, req.URL.Host = b.URL().Scheme, b.URL().Host
+		req.URL.Scheme, req.URL.Host = u.transport.scheme, b.URL().Host
 		info.Backend, info.Attempts = b.URL().Host, attempt+1
 
 		res, err := u.attempt(req, b)

@@ -110,10 +110,13 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 		fs.Usage()
 		return 2
 	}
-	if _, err := config.Load(*path); err != nil {
+	cfg, err := config.Load(*path)
+	if err != nil {
 		printConfigError(stderr, err)
 		return 1
 	}
+	// Warnings do not fail validation: Portico would run.
+	printConfigError(stderr, cfg.Warnings)
 	fmt.Fprintf(stdout, "%s: ok\n", *path)
 	return 0
 }

@@ -95,7 +95,7 @@ http_addr = "%s"
 admin_addr = "%s"
 idle_timeout = "forever"
 [pools.app]
-backends = [{ url = "https://10.0.0.1:8443" }]
+backends = [{ url = "ftp://10.0.0.1:8443" }]
 [[routes]]
 pool = "nope"
 [log]
@@ -113,7 +113,7 @@ func TestValidateBrokenConfigPrintsEveryProblem(t *testing.T) {
 	}
 	want := []string{
 		path + `:4: server.idle_timeout: invalid duration "forever": use a number with a unit, such as "2s" or "1m30s"`,
-		path + `:6: pools.app.backends[0].url: unsupported scheme "https": want http`,
+		path + `:6: pools.app.backends[0].url: unsupported scheme "ftp": want http, https or h2c`,
 		path + `:8: routes[0].pool: no pool named "nope"`,
 		path + `:10: log.level: unknown level "loud": want debug, info, warn or error`,
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	_ "embed"
 	"errors"
 	"fmt"
@@ -20,6 +21,7 @@ import (
 	"github.com/portico/portico/config"
 	"github.com/portico/portico/health"
 	"github.com/portico/portico/proxy"
+	"github.com/portico/portico/tlsmgr"
 )
 
 //go:embed quickstart.toml
@@ -71,11 +73,14 @@ func newLogger(lc config.Log, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(w, opts))
 }
 
-type listenAddrs struct{ http, admin string }
+type listenAddrs struct{ http, https, admin string }
 
 // serve runs the proxy until ctx ends, then shuts down gracefully. ready is
 // called once every listener is bound.
 func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ready func(listenAddrs)) error {
+	for _, w := range cfg.Warnings {
+		log.Warn("configuration warning", "problem", w.Error())
+	}
 	snap, err := proxy.NewSnapshot(cfg, log)
 	if err != nil {
 		return err
@@ -90,6 +95,13 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ready func
 	defer checks.Stop()
 	h := proxy.NewHandler(snap)
 
+	var certs *tlsmgr.Manager
+	if cfg.TLS.Enabled() {
+		if certs, err = tlsmgr.New(&cfg.TLS, log); err != nil {
+			return err
+		}
+	}
+
 	type listener struct {
 		name string
 		ln   net.Listener
@@ -101,30 +113,57 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ready func
 			_ = l.ln.Close()
 		}
 	}()
-	listen := func(name, addr string, srv *http.Server) error {
+	listen := func(name, addr string, srv *http.Server) (net.Listener, error) {
 		ln, err := net.Listen("tcp", addr)
 		if err != nil {
-			return fmt.Errorf("%s listener: %w", name, err)
+			return nil, fmt.Errorf("%s listener: %w", name, err)
 		}
 		ls = append(ls, listener{name, ln, srv})
-		return nil
-	}
-
-	if err := listen("http", cfg.Server.HTTPAddr, proxy.NewServer(&cfg.Server, h, log)); err != nil {
-		return err
+		return ln, nil
 	}
 	var addrs listenAddrs
-	addrs.http = ls[0].ln.Addr().String()
+
+	// HTTPS first: the redirect on the plain listener names its port.
+	var httpsPort string
+	if certs != nil {
+		srv, err := proxy.NewTLSServer(&cfg.Server, h, certs.TLSConfig(), log)
+		if err != nil {
+			return fmt.Errorf("https listener: %w", err)
+		}
+		ln, err := listen("https", cfg.Server.HTTPSAddr, srv)
+		if err != nil {
+			return err
+		}
+		addrs.https = ln.Addr().String()
+		_, httpsPort, _ = net.SplitHostPort(addrs.https)
+		ls[len(ls)-1].ln = tls.NewListener(ln, srv.TLSConfig)
+	}
+
+	var plain http.Handler = h
+	if cfg.Server.RedirectHTTP {
+		plain = proxy.Redirect(httpsPort)
+	}
+	if certs != nil {
+		plain = certs.HTTPHandler(plain)
+	}
+	srv, err := proxy.NewServer(&cfg.Server, plain, log)
+	if err != nil {
+		return fmt.Errorf("http listener: %w", err)
+	}
+	ln, err := listen("http", cfg.Server.HTTPAddr, srv)
+	if err != nil {
+		return err
+	}
+	addrs.http = ln.Addr().String()
+
 	if cfg.Server.AdminAddr != config.Off {
 		pools := func() []*balancer.Pool { return h.Snapshot().Pools() }
 		srv := &http.Server{Handler: admin.Handler(pools), ReadHeaderTimeout: cfg.Server.ReadHeaderTimeout.Duration}
-		if err := listen("admin", cfg.Server.AdminAddr, srv); err != nil {
+		ln, err := listen("admin", cfg.Server.AdminAddr, srv)
+		if err != nil {
 			return err
 		}
-		addrs.admin = ls[1].ln.Addr().String()
-	}
-	if cfg.Server.HTTPSAddr != "" {
-		log.Warn("https_addr is set but this build serves plain HTTP only; not listening", "https_addr", cfg.Server.HTTPSAddr)
+		addrs.admin = ln.Addr().String()
 	}
 
 	errc := make(chan error, len(ls))
@@ -137,6 +176,9 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ready func
 		}()
 	}
 	ready(addrs)
+	if certs != nil {
+		certs.Start(ctx) // after the listeners: ACME challenges arrive on them
+	}
 
 	select {
 	case <-ctx.Done():

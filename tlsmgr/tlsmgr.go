@@ -1,0 +1,309 @@
+// Package tlsmgr owns the certificates of the HTTPS listener: static
+// certificates chosen by SNI, certificates obtained and renewed over ACME
+// for an explicit list of hosts, what a client naming any other host gets,
+// and when each certificate in use expires.
+//
+// It gives cmd a tls.Config for the listener and a handler for ACME
+// HTTP-01 challenges on the plain listener; it knows nothing of routes or
+// backends. ACME state (account key, certificates) is kept behind
+// autocert.Cache, so that a shared store can replace the directory.
+package tlsmgr
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/crypto/acme"
+	"golang.org/x/crypto/acme/autocert"
+
+	"github.com/portico/portico/config"
+)
+
+// CertInfo describes one certificate in use, for logs and metrics.
+type CertInfo struct {
+	Names    []string // the DNS names it covers
+	Source   string   // "static" or "acme"
+	NotAfter time.Time
+}
+
+// Manager picks the certificate for each TLS handshake.
+type Manager struct {
+	log      *slog.Logger
+	exact    map[string][]*tls.Certificate // by lower-case name
+	wildcard map[string][]*tls.Certificate // by the part after "*."
+	fallback *tls.Certificate              // for unknown names; nil: handshake failure
+
+	acme      *autocert.Manager // nil when ACME is off
+	hosts     map[string]bool   // the only names ACME may order for
+	challenge http.Handler      // autocert's HTTP-01 responder
+
+	inUse sync.Map // key string -> CertInfo
+
+	// Retry schedule for certificates that could not be obtained. autocert
+	// keeps a failure for a minute before it tries again, so retrying
+	// sooner would only repeat the cached error.
+	retryMin, retryMax time.Duration
+}
+
+// Default retry schedule for failed ACME orders.
+const (
+	DefaultRetryMin = 75 * time.Second
+	DefaultRetryMax = time.Hour
+)
+
+// New builds the manager from a validated [tls] table. When ACME is on,
+// it creates the cache directory (0700) but orders nothing until Start.
+func New(tc *config.TLS, log *slog.Logger) (*Manager, error) {
+	m := &Manager{
+		log:      log,
+		exact:    map[string][]*tls.Certificate{},
+		wildcard: map[string][]*tls.Certificate{},
+		retryMin: DefaultRetryMin,
+		retryMax: DefaultRetryMax,
+	}
+	for i, c := range tc.Certificates {
+		if c.Loaded == nil || c.Loaded.Leaf == nil {
+			return nil, fmt.Errorf("tls.certificates[%d] (%s) was not loaded: validate the configuration first", i, c.CertFile)
+		}
+		m.addStatic(c.Loaded)
+		info := CertInfo{Names: c.Loaded.Leaf.DNSNames, Source: "static", NotAfter: c.Loaded.Leaf.NotAfter}
+		m.inUse.Store("static "+c.CertFile, info)
+		m.logLoaded(info, "cert_file", c.CertFile)
+	}
+	if len(tc.Certificates) > 0 && tc.UnknownSNI == config.UnknownSNIFirst {
+		m.fallback = tc.Certificates[0].Loaded
+	}
+	if tc.ACME.Enabled {
+		if err := m.setupACME(&tc.ACME); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+func (m *Manager) addStatic(c *tls.Certificate) {
+	for _, n := range c.Leaf.DNSNames {
+		n = strings.TrimSuffix(strings.ToLower(n), ".")
+		if rest, ok := strings.CutPrefix(n, "*."); ok {
+			m.wildcard[rest] = append(m.wildcard[rest], c)
+		} else {
+			m.exact[n] = append(m.exact[n], c)
+		}
+	}
+}
+
+func (m *Manager) setupACME(ac *config.ACME) error {
+	if len(ac.Hosts) == 0 {
+		return errors.New("tls.acme: no hosts")
+	}
+	if err := os.MkdirAll(ac.CacheDir, 0o700); err != nil {
+		return fmt.Errorf("tls.acme.cache_dir: %w", err)
+	}
+	client := &acme.Client{DirectoryURL: ac.Directory, UserAgent: "portico"}
+	if ac.RootCAs != nil {
+		client.HTTPClient = &http.Client{
+			Timeout:   time.Minute,
+			Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ac.RootCAs, MinVersion: tls.VersionTLS12}},
+		}
+	}
+	m.hosts = make(map[string]bool, len(ac.Hosts))
+	for _, h := range ac.Hosts {
+		m.hosts[strings.TrimSuffix(strings.ToLower(h), ".")] = true
+	}
+	m.acme = &autocert.Manager{
+		Prompt: autocert.AcceptTOS,
+		Cache:  autocert.DirCache(ac.CacheDir),
+		// GetCertificate only asks autocert about listed hosts; the policy
+		// also guards the HTTP-01 responder and anything added later.
+		HostPolicy: autocert.HostWhitelist(ac.Hosts...),
+		Client:     client,
+		Email:      ac.Email,
+	}
+	// Must come before the first order: it is what enables HTTP-01.
+	m.challenge = m.acme.HTTPHandler(http.NotFoundHandler())
+	return nil
+}
+
+// TLSConfig returns the listener's configuration: TLS 1.2 and 1.3, ALPN
+// h2 and http/1.1 (and acme-tls/1 for TLS-ALPN-01), session tickets on.
+func (m *Manager) TLSConfig() *tls.Config {
+	protos := []string{"h2", "http/1.1"}
+	if m.acme != nil {
+		protos = append(protos, acme.ALPNProto)
+	}
+	return &tls.Config{
+		MinVersion:     tls.VersionTLS12,
+		NextProtos:     protos,
+		GetCertificate: m.GetCertificate,
+	}
+}
+
+// errUnknownName fails the handshake of a client naming no host we serve.
+var errUnknownName = errors.New("tlsmgr: no certificate for this server name")
+
+// GetCertificate picks a static certificate by SNI, then ACME for allowed
+// hosts, then the fallback. A name that is not an ACME host never reaches
+// autocert, so no client can make Portico order a certificate.
+func (m *Manager) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	name := strings.TrimSuffix(strings.ToLower(hello.ServerName), ".")
+	acmeHost := m.acme != nil && m.hosts[name]
+	challenge := acmeHost && slices.Equal(hello.SupportedProtos, []string{acme.ALPNProto})
+	if !challenge {
+		if c := m.static(name, hello); c != nil {
+			return c, nil
+		}
+	}
+	if acmeHost {
+		c, err := m.acme.GetCertificate(hello)
+		if err != nil {
+			m.log.Warn("no ACME certificate for handshake", "host", name, "err", err)
+			return nil, err
+		}
+		if !challenge {
+			m.noteACME(name, c.Leaf)
+		}
+		return c, nil
+	}
+	if m.fallback != nil {
+		return m.fallback, nil
+	}
+	return nil, errUnknownName
+}
+
+// static returns the first certificate for name that the client can use,
+// or failing that the first for name; exact names beat wildcards.
+func (m *Manager) static(name string, hello *tls.ClientHelloInfo) *tls.Certificate {
+	cs := m.exact[name]
+	if len(cs) == 0 {
+		if dot := strings.IndexByte(name, '.'); dot > 0 {
+			cs = m.wildcard[name[dot+1:]]
+		}
+	}
+	if len(cs) > 1 {
+		for _, c := range cs {
+			if hello.SupportsCertificate(c) == nil {
+				return c
+			}
+		}
+	}
+	if len(cs) > 0 {
+		return cs[0]
+	}
+	return nil
+}
+
+func (m *Manager) noteACME(host string, leaf *x509.Certificate) {
+	if leaf == nil {
+		return
+	}
+	key := "acme " + host
+	if old, ok := m.inUse.Load(key); ok && old.(CertInfo).NotAfter.Equal(leaf.NotAfter) {
+		return
+	}
+	info := CertInfo{Names: leaf.DNSNames, Source: "acme", NotAfter: leaf.NotAfter}
+	m.inUse.Store(key, info)
+	m.logLoaded(info, "host", host)
+}
+
+func (m *Manager) logLoaded(info CertInfo, k, v string) {
+	left := time.Until(info.NotAfter)
+	attrs := []any{k, v, "source", info.Source, "names", info.Names,
+		"not_after", info.NotAfter.UTC().Format(time.RFC3339), "days_left", int(left.Hours() / 24)}
+	if left <= 0 {
+		m.log.Warn("certificate in use has expired", attrs...)
+		return
+	}
+	m.log.Info("certificate in use", attrs...)
+}
+
+// Certificates lists every certificate in use with its expiry, by source
+// and first name.
+func (m *Manager) Certificates() []CertInfo {
+	var out []CertInfo
+	m.inUse.Range(func(_, v any) bool {
+		out = append(out, v.(CertInfo))
+		return true
+	})
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Source != out[j].Source {
+			return out[i].Source > out[j].Source // static first
+		}
+		return strings.Join(out[i].Names, ",") < strings.Join(out[j].Names, ",")
+	})
+	return out
+}
+
+// HTTPHandler answers ACME HTTP-01 challenges and passes every other
+// request to next.
+func (m *Manager) HTTPHandler(next http.Handler) http.Handler {
+	if m.acme == nil {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/.well-known/acme-challenge/") {
+			// autocert checks the Host header against its policy as is; a
+			// CA probing a listener off port 80 (a test CA, or a port
+			// mapping) sends one with a port.
+			if host, _, err := net.SplitHostPort(r.Host); err == nil {
+				r = r.Clone(r.Context())
+				r.Host = host
+			}
+			m.challenge.ServeHTTP(w, r)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// Start obtains a certificate for every ACME host in the background,
+// retrying failures with backoff until ctx ends; autocert renews them
+// afterwards. Call it once the listeners serve: the CA's challenges
+// arrive on them.
+func (m *Manager) Start(ctx context.Context) {
+	if m.acme == nil {
+		return
+	}
+	for host := range m.hosts {
+		go m.obtain(ctx, host)
+	}
+}
+
+func (m *Manager) obtain(ctx context.Context, host string) {
+	// What a modern client offers, so that autocert picks an ECDSA certificate.
+	hello := &tls.ClientHelloInfo{
+		ServerName:        host,
+		SignatureSchemes:  []tls.SignatureScheme{tls.ECDSAWithP256AndSHA256},
+		SupportedCurves:   []tls.CurveID{tls.CurveP256},
+		CipherSuites:      []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256},
+		SupportedVersions: []uint16{tls.VersionTLS13, tls.VersionTLS12},
+	}
+	delay := m.retryMin
+	for {
+		c, err := m.acme.GetCertificate(hello)
+		if err == nil {
+			m.noteACME(host, c.Leaf)
+			return
+		}
+		wait := delay + rand.N(delay/4+1) // jitter, so hosts do not retry in step
+		m.log.Error("ACME certificate not obtained; retrying", "host", host, "err", err, "retry_in", wait.Round(time.Second).String())
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		delay = min(2*delay, m.retryMax)
+	}
+}
