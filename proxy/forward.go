@@ -10,6 +10,8 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+
+	"golang.org/x/net/http/httpguts"
 )
 
 // newForwarder is the handler at the end of a route: the standard library's
@@ -19,6 +21,7 @@ import (
 func newForwarder(rt *route, up *upstream, trusted []netip.Prefix, log *slog.Logger) http.Handler {
 	return &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
+			refuseH2CUpgrade(pr.Out.Header)
 			if rt.strip {
 				stripPrefix(pr.Out, rt.prefix)
 			}
@@ -29,6 +32,17 @@ func newForwarder(rt *route, up *upstream, trusted []netip.Prefix, log *slog.Log
 		BufferPool:     bufferPool{},
 		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		ErrorHandler:   errorHandler(log),
+	}
+}
+
+// refuseH2CUpgrade keeps "Upgrade: h2c" from reaching a backend. A backend
+// that accepted it would give the client a raw HTTP/2 connection past the
+// proxy's routing and checks ("h2c smuggling"); the request goes on as plain
+// HTTP/1.1, as a server that ignores the upgrade would answer it.
+func refuseH2CUpgrade(h http.Header) {
+	if httpguts.HeaderValuesContainsToken(h["Upgrade"], "h2c") {
+		delete(h, "Upgrade")
+		delete(h, "Connection")
 	}
 }
 

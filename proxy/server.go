@@ -15,8 +15,9 @@ import (
 // NewServer returns the plain-HTTP server for h with the configured
 // limits: a slow client gets read_header_timeout to send its headers and
 // idle_timeout between requests, and header blocks beyond max_header_bytes
-// are refused with 431. With h2c it also speaks cleartext HTTP/2 with prior
-// knowledge, under the same HTTP/2 limits as the HTTPS listener.
+// are refused with 431. With h2c it also speaks cleartext HTTP/2, with prior
+// knowledge or by "Upgrade: h2c", under the same HTTP/2 limits as the HTTPS
+// listener.
 func NewServer(sc *config.Server, h http.Handler, log *slog.Logger) (*http.Server, error) {
 	srv := baseServer(sc, h, log)
 	if !sc.H2C {
@@ -25,7 +26,9 @@ func NewServer(sc *config.Server, h http.Handler, log *slog.Logger) (*http.Serve
 	srv.Protocols = new(http.Protocols)
 	srv.Protocols.SetHTTP1(true)
 	srv.Protocols.SetUnencryptedHTTP2(true)
-	return srv, http2.ConfigureServer(srv, http2Server(&sc.HTTP2))
+	h2s := http2Server(&sc.HTTP2)
+	srv.Handler = &h2cUpgrade{next: h, h2: h2s, base: srv}
+	return srv, http2.ConfigureServer(srv, h2s)
 }
 
 // NewTLSServer returns the HTTPS server for h: HTTP/1.1 and HTTP/2 by ALPN,
