@@ -1167,3 +1167,32 @@ pool = "ws"
 
 	waitNoInFlight(t, p.Snap)
 }
+
+// "/public/../admin" is routed and forwarded as "/admin": left as sent, it
+// would match the /public route and reach a backend that resolves it to
+// /admin behind that route's back.
+func TestDotSegmentsResolvedBeforeRouting(t *testing.T) {
+	public := startBackend(t, textHandler("public"))
+	admin := startBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "admin "+r.URL.Path)
+	})
+	p := startProxy(t, `
+[pools.public]
+backends = [{ url = "${public}" }]
+[pools.admin]
+backends = [{ url = "${admin}" }]
+[[routes]]
+path_prefix = "/public"
+pool = "public"
+[[routes]]
+path_prefix = "/admin"
+pool = "admin"
+`, map[string]string{"public": public.URL, "admin": admin.URL})
+
+	for _, path := range []string{"/public/../admin/x", "/public/./../admin/x", "/public/%2e%2e/admin/x"} {
+		res, body := rawRoundTrip(t, p.Addr, "GET "+path+" HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n")
+		if res.StatusCode != http.StatusOK || body != "admin /admin/x" {
+			t.Errorf("GET %s: got %d %q, want 200 \"admin /admin/x\"", path, res.StatusCode, body)
+		}
+	}
+}
