@@ -89,6 +89,9 @@ type Backend struct {
 
 // Route sends matching requests to a pool.
 type Route struct {
+	// Name identifies the route in logs, metrics and the admin API; by
+	// default host and path_prefix, as in "app.example.com/api" or "/".
+	Name        string `toml:"name"`
 	Host        string `toml:"host"`
 	PathPrefix  string `toml:"path_prefix"`
 	StripPrefix bool   `toml:"strip_prefix"`

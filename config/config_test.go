@@ -127,6 +127,7 @@ func TestParseAppliesDefaults(t *testing.T) {
 		{"path_prefix", cfg.Routes[0].PathPrefix, "/"},
 		{"strip_prefix", cfg.Routes[0].StripPrefix, false},
 		{"host", cfg.Routes[0].Host, ""},
+		{"route name", cfg.Routes[0].Name, "/"},
 	}
 	for _, c := range checks {
 		if c.got != c.want {
@@ -711,3 +712,38 @@ func TestParseTypeMismatchHasLineAndKey(t *testing.T) {
 		t.Error(diff)
 	}
 }
+
+func TestRouteNames(t *testing.T) {
+	cfg := parseOK(t, doc(
+		`[pools.app]`,
+		`backends = [{ url = "http://10.0.0.1:8080" }]`,
+		`[[routes]]`,
+		`host = "App.Example.com"`,
+		`path_prefix = "/api"`,
+		`pool = "app"`,
+		`[[routes]]`,
+		`name = "web"`,
+		`pool = "app"`,
+	))
+	if got, want := cfg.Routes[0].Name, "app.example.com/api"; got != want {
+		t.Errorf("derived name = %q, want %q", got, want)
+	}
+	if got, want := cfg.Routes[1].Name, "web"; got != want {
+		t.Errorf("explicit name = %q, want %q", got, want)
+	}
+}
+
+var routeNameCases = []problemCase{
+	{name: "route name with a space", lines: lines(okPool, ls(`[[routes]]`, `name = "my route"`, `pool = "app"`)),
+		want: []want{{4, "routes[0].name", "use letters, digits"}}},
+	{name: "route name twice", lines: lines(okPool,
+		ls(`[[routes]]`, `name = "web"`, `pool = "app"`),
+		ls(`[[routes]]`, `name = "web"`, `path_prefix = "/x"`, `pool = "app"`)),
+		want: []want{{7, "routes[1].name", "route names must be unique"}}},
+	{name: "explicit name equal to a derived one", lines: lines(okPool,
+		ls(`[[routes]]`, `pool = "app"`),
+		ls(`[[routes]]`, `name = "/"`, `path_prefix = "/x"`, `pool = "app"`)),
+		want: []want{{6, "routes[1].name", "route names must be unique"}}},
+}
+
+func TestRouteNameProblems(t *testing.T) { runProblemCases(t, routeNameCases) }

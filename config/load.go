@@ -133,6 +133,9 @@ func applyDefaults(c *Config, md *toml.MetaData) {
 		if r.PathPrefix == "" {
 			r.PathPrefix = "/"
 		}
+		if r.Name == "" {
+			r.Name = strings.ToLower(r.Host) + r.PathPrefix
+		}
 	}
 	applyTLSDefaults(c, md)
 }

@@ -67,15 +67,20 @@ func (v *validator) config(c *Config) {
 	if len(c.Routes) == 0 {
 		v.add("routes", "at least one [[routes]] entry is needed")
 	}
-	seen := map[string]int{}
+	seen, byName := map[string]int{}, map[string]int{}
 	for i, r := range c.Routes {
 		key := "routes[" + strconv.Itoa(i) + "]"
 		v.route(key, r, c.Pools)
 		id := strings.ToLower(r.Host) + " " + r.PathPrefix
 		if first, dup := seen[id]; dup {
 			v.add(key, "duplicates routes[%d] (same host and path_prefix)", first)
+			continue
+		}
+		seen[id] = i
+		if first, dup := byName[r.Name]; dup {
+			v.add(key+".name", "%q is routes[%d]'s name too: route names must be unique", r.Name, first)
 		} else {
-			seen[id] = i
+			byName[r.Name] = i
 		}
 	}
 }
@@ -255,6 +260,10 @@ func (v *validator) route(key string, r *Route, pools map[string]*Pool) {
 	if !strings.HasPrefix(r.PathPrefix, "/") {
 		v.add(key+".path_prefix", "%q must start with \"/\"", r.PathPrefix)
 	}
+	// A derived name is as valid as the host and prefix it comes from.
+	if _, written := v.keys.lines[key+".name"]; written && !validName(r.Name) {
+		v.add(key+".name", "%q: use letters, digits and . _ - / * (at most 128)", r.Name)
+	}
 	h := r.Host
 	switch {
 	case h == "":
@@ -265,4 +274,20 @@ func (v *validator) route(key string, r *Route, pools map[string]*Pool) {
 	case strings.ContainsAny(h, " /?#@"):
 		v.add(key+".host", "%q is not a host name", h)
 	}
+}
+
+// validName reports whether a route name is fit for a log field or a metric
+// label: short, printable, no spaces or quotes.
+func validName(n string) bool {
+	if n == "" || len(n) > 128 {
+		return false
+	}
+	for _, c := range n {
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', strings.ContainsRune("._-/*", c):
+		default:
+			return false
+		}
+	}
+	return true
 }

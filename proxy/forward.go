@@ -12,6 +12,8 @@ import (
 	"sync"
 
 	"golang.org/x/net/http/httpguts"
+
+	"github.com/portico/portico/reqinfo"
 )
 
 // newForwarder is the handler at the end of a route: the standard library's
@@ -60,6 +62,8 @@ func refuseWrongUpgrade(res *http.Response) error {
 	if !strings.EqualFold(res.Header.Get("Upgrade"), res.Request.Header.Get("Upgrade")) {
 		return errWrongUpgrade
 	}
+	// ReverseProxy writes the 101 to the hijacked connection, past the recorder.
+	infoFrom(res.Request).Status = http.StatusSwitchingProtocols
 	return nil
 }
 
@@ -171,10 +175,10 @@ func dropForwardedLookalikes(h http.Header) {
 // cause, which may name internal addresses, goes only to the log.
 func errorHandler(log *slog.Logger) func(http.ResponseWriter, *http.Request, error) {
 	return func(w http.ResponseWriter, r *http.Request, err error) {
-		info := infoFrom(r.Context())
+		info := infoFrom(r)
 		if r.Context().Err() != nil {
 			// The client went away; nobody is left to answer.
-			info.Status = StatusClientClosed
+			info.Status = reqinfo.StatusClientClosed
 			log.Debug("client closed request", "route", info.Route, "backend", info.Backend, "err", err)
 			return
 		}
@@ -186,10 +190,6 @@ func errorHandler(log *slog.Logger) func(http.ResponseWriter, *http.Request, err
 		writeError(w, status)
 	}
 }
-
-// StatusClientClosed is recorded (never sent) when the client goes away
-// before the response, as nginx logs 499.
-const StatusClientClosed = 499
 
 func statusFor(err error) int {
 	var ne net.Error

@@ -1,6 +1,7 @@
 // Package proxy owns the request path: the route table, forwarding to a
-// pool's backends with retries and error mapping, the per-request record that
-// logging and metrics read, and the HTTP servers that face clients.
+// pool's backends with retries and error mapping, and the HTTP servers that
+// face clients. It creates each request's record (package reqinfo) and fills
+// in what it learns, for logging and metrics to read.
 //
 // Everything a request needs is in one immutable Snapshot built from a
 // validated configuration; Handler serves from whichever snapshot it holds
@@ -9,7 +10,6 @@
 package proxy
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -22,6 +22,7 @@ import (
 
 	"github.com/portico/portico/balancer"
 	"github.com/portico/portico/config"
+	"github.com/portico/portico/reqinfo"
 )
 
 // Snapshot is the immutable runtime form of one configuration.
@@ -56,7 +57,7 @@ func NewSnapshot(cfg *config.Config, log *slog.Logger) (*Snapshot, error) {
 			return nil, fmt.Errorf("route %s%s: no pool %q", rc.Host, rc.PathPrefix, rc.Pool)
 		}
 		rt := &route{
-			name:   rc.Host + rc.PathPrefix,
+			name:   rc.Name,
 			host:   strings.TrimSuffix(strings.ToLower(rc.Host), "."),
 			prefix: rc.PathPrefix,
 			strip:  rc.StripPrefix,
@@ -99,6 +100,16 @@ func (h *Handler) Snapshot() *Snapshot { return h.snap.Load() }
 func (h *Handler) Swap(s *Snapshot) *Snapshot { return h.snap.Swap(s) }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	ctx, info := reqinfo.NewContext(r.Context())
+	info.Start = time.Now()
+	d, _ := w.(deadliner) // before wrapping: the wrappers hide it
+	h.serve(&recorder{ResponseWriter: w, info: info}, d, r.WithContext(ctx), info)
+	if info.Status == 0 {
+		info.Status = http.StatusOK // a handler that wrote nothing sent an empty 200
+	}
+}
+
+func (h *Handler) serve(w http.ResponseWriter, d deadliner, r *http.Request, info *reqinfo.Info) {
 	if hasDotSegment(r.URL.Path) {
 		// Resolve "." and ".." before matching, as nginx does, so that
 		// "/public/../admin" cannot match "/public" and reach a backend
@@ -111,11 +122,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "no route for this host and path", http.StatusNotFound)
 		return
 	}
-	if d, ok := w.(deadliner); ok {
+	info.Route, info.Pool = rt.name, rt.pool
+	if d != nil {
 		w = guardSlowClient(w, d, r, s.bodyTimeout, s.sendTimeout)
 	}
-	ctx := &infoContext{Context: r.Context(), info: RequestInfo{Route: rt.name, Pool: rt.pool, Start: time.Now()}}
-	rt.handler.ServeHTTP(w, r.WithContext(ctx))
+	rt.handler.ServeHTTP(w, r)
 }
 
 func hasDotSegment(p string) bool {
@@ -141,46 +152,4 @@ func cleanPath(u *url.URL) {
 		cleaned += "/"
 	}
 	u.Path, u.RawPath = cleaned, ""
-}
-
-// RequestInfo is what the proxy learned about one request, for the access
-// log and metrics: which route and pool served it, the backend of the last
-// attempt, how many attempts, and, when the proxy answered itself, the status.
-type RequestInfo struct {
-	Route    string
-	Pool     string
-	Backend  string // host:port
-	Attempts int
-	Status   int // set only for answers the proxy made (errors) or 499
-	Start    time.Time
-}
-
-// infoContext carries a RequestInfo in the same allocation as the context
-// node that carries it.
-type infoContext struct {
-	context.Context
-	info RequestInfo
-}
-
-type infoKey struct{}
-
-func (c *infoContext) Value(key any) any {
-	if key == (infoKey{}) {
-		return &c.info
-	}
-	return c.Context.Value(key)
-}
-
-// Info returns the request's RequestInfo, or nil outside the proxy.
-func Info(ctx context.Context) *RequestInfo {
-	ri, _ := ctx.Value(infoKey{}).(*RequestInfo)
-	return ri
-}
-
-// infoFrom is Info for code that only runs under Handler.
-func infoFrom(ctx context.Context) *RequestInfo {
-	if ri := Info(ctx); ri != nil {
-		return ri
-	}
-	return &RequestInfo{}
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/portico/portico/balancer"
 	"github.com/portico/portico/config"
+	"github.com/portico/portico/reqinfo"
 )
 
 // poolOptions carries a pool's resilience settings over to balancer.
@@ -39,12 +40,14 @@ func poolOptions(pc *config.Pool, log *slog.Logger) balancer.Options {
 }
 
 // attempt sends req to b and tells b's state how it went: the latency for
-// ewma, the success or failure for passive outlier detection. An attempt the
+// ewma, the success or failure for passive outlier detection; the time to
+// the response headers goes into the request record. An attempt the
 // client abandoned says nothing about the backend.
-func (u *upstream) attempt(req *http.Request, b *balancer.Backend) (*http.Response, error) {
+func (u *upstream) attempt(req *http.Request, b *balancer.Backend, info *reqinfo.Info) (*http.Response, error) {
 	start := time.Now()
 	res, err := u.transport.forRequest(req).RoundTrip(req)
 	rtt := time.Since(start)
+	info.BackendTTFB = rtt
 	switch {
 	case err == nil && res.StatusCode >= 500:
 		b.Report(balancer.ServerError, rtt)

@@ -48,7 +48,7 @@ func (e dialError) Unwrap() error { return e.err }
 // RoundTrip sends req to a backend, retrying on others as the pool and its
 // retry budget allow.
 func (u *upstream) RoundTrip(req *http.Request) (*http.Response, error) {
-	info := infoFrom(req.Context())
+	info := infoFrom(req)
 	var body *trackedBody
 	if req.Body != nil {
 		body = &trackedBody{ReadCloser: req.Body}
@@ -69,7 +69,7 @@ func (u *upstream) RoundTrip(req *http.Request) (*http.Response, error) {
 		req.URL.Scheme, req.URL.Host = u.transport.scheme, b.URL().Host
 		info.Backend, info.Attempts = b.URL().Host, attempt+1
 
-		res, err := u.attempt(req, b)
+		res, err := u.attempt(req, b, info)
 		if err == nil {
 			res.Body = releaseOnClose(res, b)
 			return res, nil
