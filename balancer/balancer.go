@@ -61,6 +61,10 @@ func NewBackend(u *url.URL, weight int) (*Backend, error) {
 // URL is the backend's scheme and host. Callers must not modify it.
 func (b *Backend) URL() *url.URL { return b.url }
 
+// Index is the backend's position in its pool, from 0: a key for state
+// kept per backend outside this package, such as connection pools.
+func (b *Backend) Index() int { return b.index }
+
 // Weight is the backend's configured share of traffic.
 func (b *Backend) Weight() int { return b.weight }
 

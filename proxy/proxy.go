@@ -77,7 +77,7 @@ func (s *Snapshot) Pools() []*balancer.Pool { return s.pools }
 // flight finish on their connections, which then close.
 func (s *Snapshot) Close() {
 	for _, up := range s.upstreams {
-		up.transport.closeIdle()
+		up.close()
 	}
 }
 

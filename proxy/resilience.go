@@ -11,7 +11,6 @@ import (
 
 	"github.com/portico/portico/balancer"
 	"github.com/portico/portico/config"
-	"github.com/portico/portico/reqinfo"
 )
 
 // poolOptions carries a pool's resilience settings over to balancer.
@@ -37,26 +36,6 @@ func poolOptions(pc *config.Pool, log *slog.Logger) balancer.Options {
 		o.Recovery = time.Duration(h.Rise) * h.Interval.Duration
 	}
 	return o
-}
-
-// attempt sends req to b and tells b's state how it went: the latency for
-// ewma, the success or failure for passive outlier detection; the time to
-// the response headers goes into the request record. An attempt the
-// client abandoned says nothing about the backend.
-func (u *upstream) attempt(req *http.Request, b *balancer.Backend, info *reqinfo.Info) (*http.Response, error) {
-	start := time.Now()
-	res, err := u.transport.forRequest(req).RoundTrip(req)
-	rtt := time.Since(start)
-	info.BackendTTFB = rtt
-	switch {
-	case err == nil && res.StatusCode >= 500:
-		b.Report(balancer.ServerError, rtt)
-	case err == nil:
-		b.Report(balancer.Success, rtt)
-	case req.Context().Err() == nil:
-		b.Report(balancer.Failure, rtt)
-	}
-	return res, err
 }
 
 // unavailable is a pool having nothing to send a request to: a 503 that

@@ -21,36 +21,53 @@ func slowClientProxy(t *testing.T, backend http.HandlerFunc, serverTOML string) 
 }
 
 // A client that sends part of its body and stalls is cut off after
-// client_body_timeout, and the backend sees the body end in an error
-// instead of waiting for it forever.
+// client_body_timeout. A large body streams to the backend, which sees it
+// end in an error instead of waiting for it forever; a small one is read
+// whole before a backend is chosen, so the backend never sees the request.
 func TestSlowRequestBodyIsCutOff(t *testing.T) {
-	backendErr := make(chan error, 1)
-	addr := slowClientProxy(t, func(w http.ResponseWriter, r *http.Request) {
-		_, err := io.ReadAll(r.Body)
-		backendErr <- err
-	}, `client_body_timeout = "300ms"`)
+	for _, tc := range []struct {
+		name   string
+		length int
+	}{
+		{"streamed body", 4 * smallBody},
+		{"small body", 100},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			backendErr := make(chan error, 1)
+			b := startBackend(t, func(w http.ResponseWriter, r *http.Request) {
+				_, err := io.ReadAll(r.Body)
+				backendErr <- err
+			})
+			addr := startProxy(t, "[server]\nclient_body_timeout = \"300ms\"\n"+poolConfig("retries = 0", b.URL), nil).Addr
 
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	start := time.Now()
-	fmt.Fprint(c, "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789")
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			start := time.Now()
+			fmt.Fprintf(c, "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n0123456789", tc.length)
 
-	select {
-	case err := <-backendErr:
-		if err == nil {
-			t.Fatal("backend read a whole body the client never sent")
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("the stalled upload is still open after 5s with client_body_timeout 300ms")
-	}
-	// The proxy gives up on the client connection too.
-	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	_, _ = io.Copy(io.Discard, c)
-	if d := time.Since(start); d < 300*time.Millisecond || d > 4*time.Second {
-		t.Errorf("stalled upload ended after %v, want about 300ms", d)
+			if tc.length > smallBody {
+				select {
+				case err := <-backendErr:
+					if err == nil {
+						t.Fatal("backend read a whole body the client never sent")
+					}
+				case <-time.After(5 * time.Second):
+					t.Fatal("the stalled upload is still open after 5s with client_body_timeout 300ms")
+				}
+			}
+			// The proxy gives up on the client connection too.
+			_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			_, _ = io.Copy(io.Discard, c)
+			if d := time.Since(start); d < 300*time.Millisecond || d > 4*time.Second {
+				t.Errorf("stalled upload ended after %v, want about 300ms", d)
+			}
+			if tc.length <= smallBody && b.hits.Load() != 0 {
+				t.Errorf("backend saw a request whose small body never arrived")
+			}
+		})
 	}
 }
 

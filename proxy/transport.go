@@ -3,81 +3,97 @@ package proxy
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"net"
 	"net/http"
+	"sync/atomic"
 	"time"
 
-	"golang.org/x/net/http/httpguts"
-
 	"github.com/portico/portico/config"
+	"github.com/portico/portico/proxy/h1"
 )
 
-// transports is how one pool reaches its backends, by scheme:
+// Backend connections, by the pool's scheme:
 //
-//   - http: HTTP/1.1 with keep-alive.
-//   - https: TLS, HTTP/2 when the backend offers it in ALPN, else HTTP/1.1.
-//     Upgrades (WebSocket) cannot run over HTTP/2, and a transport cannot be
-//     told per request what to offer in ALPN, so they get their own
-//     HTTP/1.1-only transport.
-//   - h2c: cleartext HTTP/2 with prior knowledge, what gRPC servers speak.
+//   - http: package h1's pools, one per backend.
+//   - https: TLS. The h1 pools offer h2 and http/1.1 in ALPN; a backend that
+//     picks h2 is reached through net/http's HTTP/2 transport from then on.
+//     Upgrades (WebSocket) cannot run over HTTP/2, so they have their own
+//     pools offering only http/1.1.
+//   - h2c: net/http's transport, cleartext HTTP/2 with prior knowledge, what
+//     gRPC servers speak.
 //
 // Every dial, TCP or TLS, fails with a dialError, which is what tells the
 // retry logic that the request never left.
-type transports struct {
-	main    *http.Transport
-	upgrade *http.Transport // https only; nil otherwise
-	scheme  string          // the scheme main and upgrade expect in request URLs
-}
 
 // Idle backend connections are closed after this long unused.
 const backendIdleTimeout = 90 * time.Second
 
-func newTransports(pc *config.Pool) *transports {
+// errSpeaksH2: an https backend chose HTTP/2; the request goes to the
+// HTTP/2 transport instead, nothing having been sent.
+var errSpeaksH2 = errors.New("backend chose HTTP/2")
+
+func (u *upstream) connect(pc *config.Pool) {
 	dial := tcpDialer(pc.DialTimeout.Duration)
-	base := func() *http.Transport {
-		return &http.Transport{
-			Proxy:                 nil, // never route backend traffic through $HTTP_PROXY
-			DialContext:           dial,
-			MaxIdleConnsPerHost:   pc.MaxIdleConnsPerBackend,
-			IdleConnTimeout:       backendIdleTimeout,
-			ResponseHeaderTimeout: pc.ResponseHeaderTimeout.Duration,
-			// Non-zero, so a client's "Expect: 100-continue" waits for the backend's
-			// answer instead of sending the body at once.
-			ExpectContinueTimeout: time.Second,
-			// A proxy passes encodings through; it must not add gzip and decode it.
-			DisableCompression: true,
+	opts := h1.Options{MaxIdle: pc.MaxIdleConnsPerBackend, IdleTimeout: backendIdleTimeout}
+	backends := u.pool.Backends()
+	pools := func(dial dialFunc) []*h1.Pool {
+		ps := make([]*h1.Pool, len(backends))
+		for i, b := range backends {
+			addr := b.URL().Host
+			ps[i] = h1.NewPool(func(ctx context.Context) (net.Conn, error) { return dial(ctx, "tcp", addr) }, opts)
 		}
+		return ps
 	}
 	switch pc.Scheme {
-	case config.SchemeHTTPS:
-		cfg := backendTLSConfig(pc)
-		main := base()
-		main.DialTLSContext = tlsDialer(dial, cfg, []string{"h2", "http/1.1"}, pc.DialTimeout.Duration)
-		main.ForceAttemptHTTP2 = true // a custom TLS dialer turns HTTP/2 off unless forced
-		upgrade := base()
-		upgrade.DialTLSContext = tlsDialer(dial, cfg, []string{"http/1.1"}, pc.DialTimeout.Duration)
-		return &transports{main: main, upgrade: upgrade, scheme: "https"}
 	case config.SchemeH2C:
-		t := base()
+		t := httpTransport(pc, dial)
 		t.Protocols = new(http.Protocols)
 		t.Protocols.SetUnencryptedHTTP2(true)
-		return &transports{main: t, scheme: "http"}
+		u.rt, u.rtScheme = t, "http"
+	case config.SchemeHTTPS:
+		cfg := backendTLSConfig(pc)
+		t := httpTransport(pc, dial)
+		t.DialTLSContext = tlsDialer(dial, cfg, []string{"h2", "http/1.1"}, pc.DialTimeout.Duration)
+		t.ForceAttemptHTTP2 = true // a custom TLS dialer turns HTTP/2 off unless forced
+		u.rt, u.rtScheme = t, "https"
+		u.h1 = pools(h1Only(tlsDialer(dial, cfg, []string{"h2", "http/1.1"}, pc.DialTimeout.Duration)))
+		u.h1Only = pools(tlsDialer(dial, cfg, []string{"http/1.1"}, pc.DialTimeout.Duration))
+		u.h2 = make([]atomic.Bool, len(backends))
+	default:
+		u.h1 = pools(dial)
 	}
-	return &transports{main: base(), scheme: "http"}
 }
 
-// forRequest picks the transport for one outbound request.
-func (ts *transports) forRequest(req *http.Request) *http.Transport {
-	if ts.upgrade != nil && httpguts.HeaderValuesContainsToken(req.Header["Connection"], "upgrade") {
-		return ts.upgrade
+// httpTransport is net/http's transport for HTTP/2 backends.
+func httpTransport(pc *config.Pool, dial dialFunc) *http.Transport {
+	return &http.Transport{
+		Proxy:                 nil, // never route backend traffic through $HTTP_PROXY
+		DialContext:           dial,
+		MaxIdleConnsPerHost:   pc.MaxIdleConnsPerBackend,
+		IdleConnTimeout:       backendIdleTimeout,
+		ResponseHeaderTimeout: pc.ResponseHeaderTimeout.Duration,
+		// Non-zero, so a client's "Expect: 100-continue" waits for the backend's
+		// answer instead of sending the body at once.
+		ExpectContinueTimeout: continueTimeout,
+		// A proxy passes encodings through; it must not add gzip and decode it.
+		DisableCompression: true,
 	}
-	return ts.main
 }
 
-func (ts *transports) closeIdle() {
-	ts.main.CloseIdleConnections()
-	if ts.upgrade != nil {
-		ts.upgrade.CloseIdleConnections()
+// h1Only turns a TLS connection on which the backend chose h2 into
+// errSpeaksH2.
+func h1Only(dial dialFunc) dialFunc {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dial(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		if tc, ok := c.(*tls.Conn); ok && tc.ConnectionState().NegotiatedProtocol == "h2" {
+			_ = c.Close()
+			return nil, errSpeaksH2
+		}
+		return c, nil
 	}
 }
 

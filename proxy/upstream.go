@@ -1,25 +1,35 @@
 package proxy
 
 import (
-	"errors"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"sync/atomic"
+	"time"
 
 	"github.com/portico/portico/balancer"
 	"github.com/portico/portico/config"
+	"github.com/portico/portico/proxy/h1"
 )
 
-// upstream is a pool at run time: the balancer's pool, the transports
-// shared by its backends, and the retry rule. It is the http.RoundTripper the
-// route proxies use, so every attempt picks its own backend.
+// upstream is a pool at run time: the balancer's pool, the connections to
+// its backends, and the retry rule.
 type upstream struct {
-	pool      *balancer.Pool
-	transport *transports
-	retries   int
-	budget    *retryBudget
+	pool    *balancer.Pool
+	retries int
+	budget  *retryBudget
+
+	// HTTP/1.1 connections, by backend index (balancer.Backend.Index); nil
+	// for h2c pools. h1Only (https pools) offers only http/1.1 in ALPN, for
+	// upgrades, which HTTP/2 cannot carry.
+	h1, h1Only []*h1.Pool
+	// h2 marks the https backends that chose HTTP/2 in ALPN.
+	h2 []atomic.Bool
+	// rt reaches HTTP/2 backends; rtScheme is the scheme its URLs take.
+	rt       *http.Transport
+	rtScheme string
+
+	responseHeaderTimeout time.Duration
 }
 
 func newUpstream(name string, pc *config.Pool, log *slog.Logger) (*upstream, error) {
@@ -35,7 +45,46 @@ func newUpstream(name string, pc *config.Pool, log *slog.Logger) (*upstream, err
 	if err != nil {
 		return nil, err
 	}
-	return &upstream{pool: pool, transport: newTransports(pc), retries: pc.Retries, budget: newRetryBudget(pc.RetryBudgetPercent)}, nil
+	u := &upstream{
+		pool:                  pool,
+		retries:               pc.Retries,
+		budget:                newRetryBudget(pc.RetryBudgetPercent),
+		responseHeaderTimeout: pc.ResponseHeaderTimeout.Duration,
+	}
+	u.connect(pc)
+	return u, nil
+}
+
+// h1Pool returns the HTTP/1.1 connections to b, or nil when b is reached
+// over HTTP/2.
+func (u *upstream) h1Pool(b *balancer.Backend, upgrade bool) *h1.Pool {
+	if u.h1 == nil {
+		return nil
+	}
+	i := b.Index()
+	switch {
+	case upgrade && u.h1Only != nil:
+		return u.h1Only[i]
+	case u.h2 != nil && u.h2[i].Load():
+		return nil
+	}
+	return u.h1[i]
+}
+
+// useH2 sends b's requests through the HTTP/2 transport from now on.
+func (u *upstream) useH2(b *balancer.Backend) { u.h2[b.Index()].Store(true) }
+
+// close closes the idle backend connections; those in use close when their
+// exchange ends.
+func (u *upstream) close() {
+	for _, pools := range [][]*h1.Pool{u.h1, u.h1Only} {
+		for _, p := range pools {
+			p.Close()
+		}
+	}
+	if u.rt != nil {
+		u.rt.CloseIdleConnections()
+	}
 }
 
 // dialError marks a failure to connect: the request never left, so any
@@ -45,73 +94,10 @@ type dialError struct{ err error }
 func (e dialError) Error() string { return e.err.Error() }
 func (e dialError) Unwrap() error { return e.err }
 
-// RoundTrip sends req to a backend, retrying on others as the pool and its
-// retry budget allow.
-func (u *upstream) RoundTrip(req *http.Request) (*http.Response, error) {
-	info := infoFrom(req)
-	var body *trackedBody
-	if req.Body != nil {
-		body = &trackedBody{ReadCloser: req.Body}
-		req.Body = body
-	}
-	u.budget.request()
-	var tried balancer.Tried
-	var lastErr error
-	for attempt := 0; ; attempt++ {
-		b, err := u.pool.Acquire(req.Context(), tried)
-		if err != nil {
-			if lastErr != nil {
-				return nil, lastErr
-			}
-			return nil, u.unavailable(err)
-		}
-		tried = tried.Add(b)
-		req.URL.Scheme, req.URL.Host = u.transport.scheme, b.URL().Host
-		info.Backend, info.Attempts = b.URL().Host, attempt+1
-
-		res, err := u.attempt(req, b, info)
-		if err == nil {
-			res.Body = releaseOnClose(res, b)
-			return res, nil
-		}
-		b.Release()
-		lastErr = err
-		if attempt >= u.retries || !retryable(req, body, err) || !u.budget.retry() {
-			return nil, err
-		}
-	}
-}
-
-// retryable decides whether a failed attempt may be sent to another backend.
-// A failed dial never reached a backend, so it is always safe while the body
-// is unread. Once a request was sent, only idempotent requests without a
-// body are repeated, and never after a timeout (the backend may still be
-// working on it) or once the client has gone.
-func retryable(req *http.Request, body *trackedBody, err error) bool {
-	if req.Context().Err() != nil {
-		return false
-	}
-	if errors.As(err, new(dialError)) {
-		return body == nil || !body.read
-	}
-	if body != nil || !idempotent(req.Method) {
-		return false
-	}
-	var ne net.Error
-	return !(errors.As(err, &ne) && ne.Timeout())
-}
-
-func idempotent(method string) bool {
-	switch method {
-	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodPut, http.MethodDelete:
-		return true
-	}
-	return false
-}
-
-// trackedBody records whether the transport started reading the request
-// body. Close is a no-op: the transport closes the body when an attempt
-// fails, and a retry still needs it; the inbound body is the server's to close.
+// trackedBody records whether the request body started to be read, after
+// which it cannot be sent to another backend. Close is a no-op: a transport
+// closes the body when an attempt fails, and a retry still needs it; the
+// inbound body is the server's to close.
 type trackedBody struct {
 	io.ReadCloser
 	read bool
@@ -123,47 +109,3 @@ func (t *trackedBody) Read(p []byte) (int, error) {
 }
 
 func (t *trackedBody) Close() error { return nil }
-
-// releaseOnClose ends the backend's in-flight count when the response body is
-// closed, so least_conn sees requests until their bodies are fully relayed.
-// A 101 body is the upgraded connection, which ReverseProxy needs writable.
-func releaseOnClose(res *http.Response, b *balancer.Backend) io.ReadCloser {
-	if rwc, ok := res.Body.(io.ReadWriteCloser); ok && res.StatusCode == http.StatusSwitchingProtocols {
-		rc := &releaseConn{w: rwc}
-		rc.ReadCloser = res.Body
-		rc.backend.Store(b)
-		return rc
-	}
-	rb := &releaseBody{ReadCloser: res.Body}
-	rb.backend.Store(b)
-	return rb
-}
-
-type releaseBody struct {
-	io.ReadCloser
-	backend atomic.Pointer[balancer.Backend] // swapped out once: Close may race on upgrades
-}
-
-func (r *releaseBody) Close() error {
-	err := r.ReadCloser.Close()
-	if b := r.backend.Swap(nil); b != nil {
-		b.Release()
-	}
-	return err
-}
-
-type releaseConn struct {
-	releaseBody
-	w io.Writer
-}
-
-func (r *releaseConn) Write(p []byte) (int, error) { return r.w.Write(p) }
-
-// CloseWrite passes a client's half-close on to the backend; without it
-// ReverseProxy tears the whole tunnel down when one side stops sending.
-func (r *releaseConn) CloseWrite() error {
-	if cw, ok := r.w.(interface{ CloseWrite() error }); ok {
-		return cw.CloseWrite()
-	}
-	return http.ErrNotSupported
-}

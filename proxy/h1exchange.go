@@ -1,0 +1,276 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/portico/portico/balancer"
+	"github.com/portico/portico/proxy/h1"
+	"github.com/portico/portico/reqinfo"
+)
+
+// h1 makes one attempt over HTTP/1.1 on the caller's goroutine. A reused
+// connection that turns out to have been closed by the backend before any
+// response byte is replaced by a new one, without counting as an attempt,
+// when the request may be repeated.
+func (f *forwarder) h1(w http.ResponseWriter, o *outbound, b *balancer.Backend, pool *h1.Pool, start time.Time, info *reqinfo.Info) error {
+	ctx := o.r.Context()
+	c, err := pool.Get(ctx)
+	for {
+		if err != nil {
+			if err != errSpeaksH2 {
+				failed(b, o, start, err)
+			}
+			return err
+		}
+		stop := context.AfterFunc(ctx, c.AbortFunc())
+		err = f.exchange(w, o, c, b, start, info)
+		aborted := !stop()
+		if errors.Is(err, h1.ErrNoResponse) && retryable(o, err) {
+			c.Release(false)
+			c, err = pool.Dial(ctx)
+			continue
+		}
+		c.Release(err == nil && !aborted)
+		if err != nil && err != errAborted {
+			failed(b, o, start, err)
+		}
+		return err
+	}
+}
+
+// continueTimeout is how long a request with "Expect: 100-continue" waits
+// for the backend's go-ahead before its body is sent anyway, as
+// net/http's ExpectContinueTimeout.
+const continueTimeout = time.Second
+
+// max1xx bounds the interim responses before a final one.
+const max1xx = 5
+
+// exchange sends the request on c and relays the answer.
+func (f *forwarder) exchange(w http.ResponseWriter, o *outbound, c *h1.Conn, b *balancer.Backend, start time.Time, info *reqinfo.Info) error {
+	head, err := o.appendHead(c.OutBuffer(), b.URL().Host)
+	if err != nil {
+		c.Discard()
+		return err
+	}
+	if o.small != nil {
+		head = append(head, o.small[:o.length]...)
+	}
+	if err := c.Send(head); err != nil {
+		if c.Reused() {
+			return h1.ErrNoResponse
+		}
+		return err
+	}
+	rht := f.up.responseHeaderTimeout
+	var (
+		sender *bodySender
+		h      *h1.Head
+	)
+	if o.body != nil {
+		if o.expect {
+			if h, err = f.awaitContinue(w, o, c); err != nil {
+				return err
+			}
+		}
+		if h == nil { // not refused by a final answer to Expect
+			sender = startBody(c, o, rht)
+		}
+	} else if rht > 0 {
+		_ = c.SetReadDeadline(time.Now().Add(rht))
+	}
+
+	if h == nil {
+		h, err = f.readFinalHead(w, o, c, false)
+	}
+	if sender != nil {
+		if err != nil {
+			return sender.fail(c, err)
+		}
+		sender.headSeen(c)
+	}
+	if err != nil {
+		return err
+	}
+	headers(b, h.Status, start, info)
+	if h.Status == http.StatusSwitchingProtocols {
+		if sender != nil {
+			sender.wait(c)
+		}
+		return f.tunnel(w, o, c, h, info)
+	}
+	if sender == nil && rht > 0 && c.Body().Length() != 0 {
+		// The body may take longer than a head may; an empty one, or a
+		// deadline left on an idle connection, is harmless: each exchange
+		// sets its own.
+		_ = c.SetReadDeadline(time.Time{})
+	}
+
+	hdr := w.Header()
+	copyFields(hdr, h.Fields)
+	body := c.Body()
+	trailers := h.Chunked && len(h.Trailer) > 0
+	if trailers {
+		hdr["Trailer"] = append([]string(nil), h.Trailer...)
+	}
+	err = respond(w, h.Status, body, body.Length() < 0 || isEventStream(hdr), trailers)
+	if sender != nil {
+		sender.wait(c)
+	}
+	if err != nil {
+		return errAborted
+	}
+	addTrailers(hdr, body.Trailer, h.Trailer)
+	return nil
+}
+
+// readFinalHead reads response heads until a final one (or 101), relaying
+// interim ones to the client; with toContinue it stops after a 100.
+func (f *forwarder) readFinalHead(w http.ResponseWriter, o *outbound, c *h1.Conn, toContinue bool) (*h1.Head, error) {
+	for n := 0; ; n++ {
+		h, err := c.ReadHead(o.isHEAD)
+		if err != nil {
+			return nil, err
+		}
+		switch {
+		case h.Status == http.StatusSwitchingProtocols:
+			if o.upgrade == "" || !strings.EqualFold(h.Upgrade, o.upgrade) || !printable(h.Upgrade) {
+				c.Discard()
+				return nil, errWrongUpgrade
+			}
+			return h, nil
+		case h.Status >= 200:
+			return h, nil
+		case n == max1xx:
+			c.Discard()
+			return nil, errTooMany1xx
+		}
+		relay1xx(w, h.Status, h.Fields)
+		if toContinue && h.Status == http.StatusContinue {
+			return h, nil
+		}
+	}
+}
+
+var errTooMany1xx = errors.New("backend sent too many 1xx responses")
+
+// awaitContinue waits for the backend's answer to "Expect: 100-continue":
+// 100 (relayed to the client, which then sends the body), a final answer
+// (returned; the body is not sent), or nothing within continueTimeout (the
+// body is sent anyway).
+func (f *forwarder) awaitContinue(w http.ResponseWriter, o *outbound, c *h1.Conn) (*h1.Head, error) {
+	_ = c.SetReadDeadline(time.Now().Add(continueTimeout))
+	err := c.WaitResponse()
+	var deadline time.Time // an answer has begun: the rest of its head is due within rht
+	if rht := f.up.responseHeaderTimeout; rht > 0 && err == nil {
+		deadline = time.Now().Add(rht)
+	}
+	_ = c.SetReadDeadline(deadline)
+	var ne net.Error
+	switch {
+	case err == nil:
+	case errors.As(err, &ne) && ne.Timeout() && o.r.Context().Err() == nil:
+		return nil, nil
+	default:
+		c.Discard()
+		return nil, err
+	}
+	h, err := f.readFinalHead(w, o, c, true)
+	if err != nil {
+		return nil, err
+	}
+	if h.Status == http.StatusContinue {
+		// The final head's timeout starts once the body is sent.
+		_ = c.SetReadDeadline(time.Time{})
+		return nil, nil
+	}
+	// The body was announced and will not follow: the connection cannot
+	// carry another request.
+	c.Discard()
+	return h, nil
+}
+
+// bodySender streams a request body to the backend on its own goroutine
+// while the handler's goroutine waits for the response, so that a backend
+// that answers before reading the whole body, or streams its answer while
+// it reads, neither deadlocks nor loses its answer.
+type bodySender struct {
+	done chan error
+	mu   sync.Mutex
+	seen bool // the response head arrived: the sender must not set a deadline
+	rht  time.Duration
+}
+
+func startBody(c *h1.Conn, o *outbound, rht time.Duration) *bodySender {
+	s := &bodySender{done: make(chan error, 1), rht: rht}
+	go func() {
+		buf := copyBuffers.get()
+		defer copyBuffers.put(buf)
+		err := c.SendBody(o.body, o.length, buf[:], o.trailer)
+		if err != nil {
+			// Unblock the response read: nothing useful will come once
+			// the request is broken.
+			c.Abort()
+		} else if s.rht > 0 {
+			// net/http starts the response header timeout once the request
+			// is fully written; so does this.
+			s.mu.Lock()
+			if !s.seen {
+				_ = c.SetReadDeadline(time.Now().Add(s.rht))
+			}
+			s.mu.Unlock()
+		}
+		s.done <- err
+	}()
+	return s
+}
+
+// headSeen clears the response header timeout for the body's sake.
+func (s *bodySender) headSeen(c *h1.Conn) {
+	s.mu.Lock()
+	s.seen = true
+	s.mu.Unlock()
+	_ = c.SetReadDeadline(time.Time{})
+}
+
+// wait ends the sender: a body still being sent when the response is over
+// is cut off by aborting the connection, which is then not reused.
+func (s *bodySender) wait(c *h1.Conn) {
+	var err error
+	select {
+	case err = <-s.done:
+	default:
+		c.Abort()
+		err = <-s.done
+		if err == nil {
+			err = errAborted
+		}
+	}
+	if err != nil {
+		c.Discard()
+	}
+}
+
+// fail ends the sender after the response failed; the sender's own error,
+// if any, is the cause (a client that stopped sending its body).
+func (s *bodySender) fail(c *h1.Conn, err error) error {
+	c.Abort()
+	if serr := <-s.done; serr != nil {
+		var se *h1.SrcError
+		if errors.As(serr, &se) {
+			return serr
+		}
+	}
+	c.Discard()
+	return err
+}
+
+// trailer returns the request's trailers, which net/http fills in once the
+// body has been read to its end.
+func (o *outbound) trailer() http.Header { return o.r.Trailer }
