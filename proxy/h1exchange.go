@@ -15,9 +15,11 @@ import (
 )
 
 // h1 makes one attempt over HTTP/1.1 on the caller's goroutine. A reused
-// connection that turns out to have been closed by the backend before any
-// response byte is replaced by a new one, without counting as an attempt,
-// when the request may be repeated.
+// connection that turns out to have been closed by the backend (while idle,
+// most likely) is replaced by a new one, without counting as an attempt or
+// against the backend: when the request could not be written at all and
+// can be sent again, or when no response byte came and the request may be
+// repeated (retryable).
 func (f *forwarder) h1(w http.ResponseWriter, o *outbound, b *balancer.Backend, pool *h1.Pool, start time.Time, info *reqinfo.Info) error {
 	ctx := o.r.Context()
 	c, err := pool.Get(ctx)
@@ -31,7 +33,8 @@ func (f *forwarder) h1(w http.ResponseWriter, o *outbound, b *balancer.Backend, 
 		stop := context.AfterFunc(ctx, c.AbortFunc())
 		err = f.exchange(w, o, c, b, start, info)
 		aborted := !stop()
-		if errors.Is(err, h1.ErrNoResponse) && retryable(o, err) {
+		if err == errNotSent && o.replayable() && ctx.Err() == nil ||
+			errors.Is(err, h1.ErrNoResponse) && retryable(o, err) {
 			c.Release(false)
 			c, err = pool.Dial(ctx)
 			continue
@@ -43,6 +46,9 @@ func (f *forwarder) h1(w http.ResponseWriter, o *outbound, b *balancer.Backend, 
 		return err
 	}
 }
+
+// errNotSent: a reused connection failed as the request was written.
+var errNotSent = errors.New("backend closed the connection before the request was sent")
 
 // continueTimeout is how long a request with "Expect: 100-continue" waits
 // for the backend's go-ahead before its body is sent anyway, as
@@ -64,7 +70,7 @@ func (f *forwarder) exchange(w http.ResponseWriter, o *outbound, c *h1.Conn, b *
 	}
 	if err := c.Send(head); err != nil {
 		if c.Reused() {
-			return h1.ErrNoResponse
+			return errNotSent
 		}
 		return err
 	}
@@ -213,11 +219,13 @@ func startBody(c *h1.Conn, o *outbound, rht time.Duration) *bodySender {
 		buf := copyBuffers.get()
 		defer copyBuffers.put(buf)
 		err := c.SendBody(o.body, o.length, buf[:], o.trailer)
-		if err != nil {
-			// Unblock the response read: nothing useful will come once
-			// the request is broken.
+		if errors.As(err, new(*h1.SrcError)) {
+			// The client failed: unblock the response read, since the
+			// backend waits for the rest of the body. A backend that
+			// failed instead may well have answered, or is about to show
+			// the reader its close.
 			c.Abort()
-		} else if s.rht > 0 {
+		} else if err == nil && s.rht > 0 {
 			// net/http starts the response header timeout once the request
 			// is fully written; so does this.
 			s.mu.Lock()

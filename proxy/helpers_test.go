@@ -356,11 +356,39 @@ func readWireMessage(br *bufio.Reader, untilEOF bool) (wireMessage, error) {
 // it reads to the returned channel and answers each with response verbatim.
 func startWireBackend(t *testing.T, response string) (string, <-chan wireMessage) {
 	t.Helper()
+	reqs := make(chan wireMessage, 16)
+	rb := startRawBackend(t, func(c net.Conn, br *bufio.Reader) {
+		for {
+			m, err := readWireMessage(br, false)
+			if err != nil {
+				return
+			}
+			select {
+			case reqs <- m:
+			default: // nobody is looking at this many
+			}
+			if _, err := io.WriteString(c, response); err != nil {
+				return
+			}
+		}
+	})
+	return rb.URL, reqs
+}
+
+// rawBackend is a TCP server that runs serve on each connection it
+// accepts; the connection is closed when serve returns.
+type rawBackend struct {
+	URL   string       // http://127.0.0.1:port
+	conns atomic.Int64 // connections accepted
+}
+
+func startRawBackend(t *testing.T, serve func(c net.Conn, br *bufio.Reader)) *rawBackend {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	reqs := make(chan wireMessage, 16)
+	rb := &rawBackend{URL: "http://" + ln.Addr().String()}
 	var (
 		wg     sync.WaitGroup
 		mu     sync.Mutex
@@ -381,22 +409,11 @@ func startWireBackend(t *testing.T, response string) (string, <-chan wireMessage
 			}
 			conns[c] = true
 			mu.Unlock()
+			rb.conns.Add(1)
 			wg.Go(func() {
 				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					m, err := readWireMessage(br, false)
-					if err != nil {
-						return
-					}
-					select {
-					case reqs <- m:
-					default: // nobody is looking at this many
-					}
-					if _, err := io.WriteString(c, response); err != nil {
-						return
-					}
-				}
+				_ = c.SetDeadline(time.Now().Add(2 * ioTimeout))
+				serve(c, bufio.NewReader(c))
 			})
 		}
 	})
@@ -410,5 +427,5 @@ func startWireBackend(t *testing.T, response string) (string, <-chan wireMessage
 		mu.Unlock()
 		wg.Wait()
 	})
-	return "http://" + ln.Addr().String(), reqs
+	return rb
 }

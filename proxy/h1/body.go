@@ -169,22 +169,26 @@ func (b *Body) readChunked(p []byte) (int, error) {
 		return n, b.fail(err)
 	}
 	if b.left == 0 {
-		// Go on as far as the buffer allows, so that Ready tells the truth
-		// and the end of the body comes with its last data.
+		// The end of the body comes with its last data when it is here.
 		b.chunk = chunkEnd
-		for !b.done && b.chunk != chunkData {
-			if err := b.step(false); err != nil {
-				if err != errWouldBlock {
-					b.fail(err) // for the next Read
-				}
-				break
-			}
-		}
-		if b.done {
+		if b.advance(); b.done {
 			return n, io.EOF
 		}
 	}
 	return n, nil
+}
+
+// advance goes through chunk framing as far as the buffer allows, so that
+// Ready tells the truth. An error is kept for the next Read.
+func (b *Body) advance() {
+	for !b.done && b.err == nil && b.chunk != chunkData {
+		if err := b.step(false); err != nil {
+			if err != errWouldBlock {
+				b.fail(err)
+			}
+			return
+		}
+	}
 }
 
 // errWouldBlock: step needs bytes that have not arrived yet.
@@ -232,12 +236,15 @@ func (b *Body) step(block bool) error {
 
 // trailerBuffered reports whether b starts with a whole trailer section.
 func trailerBuffered(b []byte) bool {
-	return bytes.HasPrefix(b, []byte("\r\n")) || bytes.HasPrefix(b, []byte("\n")) || findHeadEnd(b, 0) > 0
+	return bytes.HasPrefix(b, []byte("\r\n")) || bytes.Contains(b, []byte("\r\n\r\n"))
 }
 
 // Ready reports whether the next Read returns without waiting for the
 // backend: data is at hand, or the body's end (or failure) is known.
 func (b *Body) Ready() bool {
+	if b.mode == bodyChunked {
+		b.advance()
+	}
 	if b.err != nil {
 		return true
 	}
@@ -258,6 +265,12 @@ func (b *Body) chunkSize() (int64, error) {
 		}
 		return 0, err
 	}
+	// A bare LF is refused, as net/http does: framing that parsers could
+	// read differently is how requests get smuggled.
+	if len(line) == 0 || line[len(line)-1] != '\r' {
+		return 0, ErrBadChunk
+	}
+	line = line[:len(line)-1]
 	var size int64
 	i := 0
 	for ; i < len(line); i++ {
@@ -302,6 +315,10 @@ func (b *Body) readTrailer() error {
 			}
 			return err
 		}
+		if len(line) == 0 || line[len(line)-1] != '\r' {
+			return ErrBadChunk // bare LF, refused as in chunk-size lines
+		}
+		line = line[:len(line)-1]
 		if len(line) == 0 {
 			return nil
 		}

@@ -17,6 +17,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -40,8 +41,9 @@ type Conn struct {
 	// clean: the exchange so far left the connection at a message
 	// boundary in both directions. Anything else (an error, a body not
 	// read to its end, bytes the backend sent unasked) drops it.
-	clean bool
-	abort func() // Abort as a func value, made once per connection
+	clean   bool
+	aborted atomic.Bool
+	abort   func() // Abort as a func value, made once per connection
 }
 
 const (
@@ -79,7 +81,10 @@ func (c *Conn) Body() *Body { return &c.body }
 // Abort makes any blocked or later read or write on the connection fail at
 // once. It may be called from another goroutine (the client went away); the
 // connection is then not reused.
-func (c *Conn) Abort() { _ = c.nc.SetDeadline(aLongTimeAgo) }
+func (c *Conn) Abort() {
+	c.aborted.Store(true)
+	_ = c.nc.SetDeadline(aLongTimeAgo)
+}
 
 // AbortFunc is Abort as a func value, for context.AfterFunc, without an
 // allocation per request.
@@ -95,7 +100,7 @@ func (c *Conn) Close() { _ = c.nc.Close() }
 // to close, and is closed otherwise. ok is the caller's own verdict (the
 // request was sent whole, nothing was aborted).
 func (c *Conn) Release(ok bool) {
-	if ok && c.clean && c.body.done && c.r == c.w && !c.head.Close {
+	if ok && c.clean && c.body.done && c.r == c.w && !c.head.Close && !c.aborted.Load() {
 		c.pool.put(c)
 		return
 	}
@@ -122,7 +127,14 @@ func (c *Conn) Send(b []byte) error {
 }
 
 // SetReadDeadline bounds the wait for the response head; zero clears it.
-func (c *Conn) SetReadDeadline(t time.Time) error { return c.nc.SetReadDeadline(t) }
+// It never undoes an Abort, whichever of the two comes first.
+func (c *Conn) SetReadDeadline(t time.Time) error {
+	err := c.nc.SetReadDeadline(t)
+	if c.aborted.Load() {
+		_ = c.nc.SetDeadline(aLongTimeAgo)
+	}
+	return err
+}
 
 // ErrNoResponse is a reused connection that closed before the first byte
 // of a response: most likely the backend closed it while it was idle, just
@@ -176,6 +188,9 @@ func (c *Conn) headEnd() (int, error) {
 	for {
 		b := c.buf[c.r:c.w]
 		if end := findHeadEnd(b, from); end > 0 {
+			if end > c.pool.maxHead {
+				return 0, ErrHeadTooLarge
+			}
 			return end, nil
 		}
 		if len(b) > c.pool.maxHead {
@@ -237,8 +252,8 @@ func (c *Conn) fill() error {
 	return err
 }
 
-// line returns the next line without its line ending, valid until the next
-// read; a line longer than limit is an error.
+// line returns the next line without its LF (a CR before it is kept),
+// valid until the next read; a line longer than limit is an error.
 func (c *Conn) line(limit int) ([]byte, error) {
 	from := 0
 	for {
@@ -246,7 +261,7 @@ func (c *Conn) line(limit int) ([]byte, error) {
 		if i := bytes.IndexByte(b[from:], '\n'); i >= 0 {
 			i += from
 			c.r += i + 1
-			return bytes.TrimSuffix(b[:i], []byte{'\r'}), nil
+			return b[:i], nil
 		}
 		if len(b) > limit {
 			return nil, errLineTooLong
