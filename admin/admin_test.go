@@ -216,8 +216,10 @@ pool = "app"
 	h := Handler(Options{
 		Version: "v1.2.3", Started: time.Now().Add(-time.Minute), Config: func() *config.Config { return cfg },
 		Pools: func() []*balancer.Pool { return pools }, Metrics: m, Ready: &ready,
-		Listeners:    func() []Listener { return []Listener{{"http", "127.0.0.1:8080"}} },
-		Certificates: func() []tlsmgr.CertInfo { return []tlsmgr.CertInfo{{Names: []string{"example.com"}, Source: "static", NotAfter: soon}} },
+		Listeners: func() []Listener { return []Listener{{"http", "127.0.0.1:8080"}} },
+		Certificates: func() []tlsmgr.CertInfo {
+			return []tlsmgr.CertInfo{{Names: []string{"example.com"}, Source: "static", NotAfter: soon}}
+		},
 	})
 	code, body := get(t, h, "/api/status")
 	if code != 200 {

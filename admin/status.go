@@ -5,7 +5,6 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/portico/portico/balancer"
 	"github.com/portico/portico/config"
 	"github.com/portico/portico/metrics"
 )
