@@ -96,6 +96,13 @@ pool = "app"
 	if err != nil {
 		t.Fatalf("config: %v", err)
 	}
+	return runServe(t, cfg)
+}
+
+// runServe runs serve with cfg until the test ends and returns the
+// addresses it listens on.
+func runServe(t *testing.T, cfg *config.Config) listenAddrs {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan listenAddrs, 1)
 	done := make(chan error, 1)
