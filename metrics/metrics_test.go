@@ -12,43 +12,19 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/portico/portico/balancer"
+	"github.com/portico/portico/internal/promtest"
 	"github.com/portico/portico/tlsmgr"
 )
 
-// value reads one series: the counter, gauge or histogram count whose
-// labels include all of labels (name, value pairs); -1 when there is none.
+// value sums the series of family whose labels include labels; -1 when
+// the family is missing.
 func value(t *testing.T, m *Metrics, family string, labels ...string) float64 {
 	t.Helper()
 	mfs, err := m.reg.Gather()
 	if err != nil {
 		t.Fatalf("Gather: %v", err)
 	}
-	for _, mf := range mfs {
-		if mf.GetName() != family {
-			continue
-		}
-	series:
-		for _, s := range mf.Metric {
-			have := map[string]string{}
-			for _, lp := range s.Label {
-				have[lp.GetName()] = lp.GetValue()
-			}
-			for i := 0; i+1 < len(labels); i += 2 {
-				if have[labels[i]] != labels[i+1] {
-					continue series
-				}
-			}
-			switch {
-			case s.Counter != nil:
-				return s.Counter.GetValue()
-			case s.Gauge != nil:
-				return s.Gauge.GetValue()
-			case s.Histogram != nil:
-				return float64(s.Histogram.GetSampleCount())
-			}
-		}
-	}
-	return -1
+	return promtest.Sum(mfs, family, labels...)
 }
 
 func TestRouteObserveByMethodAndClass(t *testing.T) {

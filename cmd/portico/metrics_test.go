@@ -1,12 +1,15 @@
 package main
 
 import (
+	"context"
 	"crypto/tls"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -18,6 +21,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/portico/portico/config"
+	"github.com/portico/portico/internal/promtest"
 	"github.com/portico/portico/internal/testcert"
 )
 
@@ -36,35 +40,9 @@ func scrape(t *testing.T, adminAddr string) map[string]*dto.MetricFamily {
 	return mfs
 }
 
-// sample sums the series of family whose labels include labels (name,
-// value pairs): counter and gauge values, histogram counts.
+// sample sums the series of family whose labels include labels.
 func sample(mfs map[string]*dto.MetricFamily, family string, labels ...string) float64 {
-	mf := mfs[family]
-	if mf == nil {
-		return -1
-	}
-	var sum float64
-series:
-	for _, s := range mf.Metric {
-		have := map[string]string{}
-		for _, lp := range s.Label {
-			have[lp.GetName()] = lp.GetValue()
-		}
-		for i := 0; i+1 < len(labels); i += 2 {
-			if have[labels[i]] != labels[i+1] {
-				continue series
-			}
-		}
-		switch {
-		case s.Counter != nil:
-			sum += s.Counter.GetValue()
-		case s.Gauge != nil:
-			sum += s.Gauge.GetValue()
-		case s.Histogram != nil:
-			sum += float64(s.Histogram.GetSampleCount())
-		}
-	}
-	return sum
+	return promtest.Sum(slices.Collect(maps.Values(mfs)), family, labels...)
 }
 
 // observedPortico runs Portico with HTTPS, two pools and health checks in
@@ -298,5 +276,72 @@ func TestDashboardsUseExistingMetrics(t *testing.T) {
 		if len(missing) > 0 {
 			t.Errorf("%s uses metrics /metrics does not have: %v", file, missing)
 		}
+	}
+}
+
+// /readyz answers 200 once serve is up and 503 from the moment shutdown
+// starts, while requests still drain; /healthz stays 200 meanwhile.
+func TestReadyzDuringShutdown(t *testing.T) {
+	release := make(chan struct{})
+	be := startUpstream(t, "slow", func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+		_, _ = io.WriteString(w, "done")
+	})
+	cfg, err := config.Parse([]byte(`
+[server]
+http_addr = "127.0.0.1:0"
+admin_addr = "127.0.0.1:0"
+shutdown_timeout = "10s"
+[pools.app]
+backends = `+backendList(be)+`
+[[routes]]
+pool = "app"
+`), "ready.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	started := make(chan listenAddrs, 1)
+	done := make(chan error, 1)
+	go func() { done <- serve(ctx, cfg, discardLogger(), func(a listenAddrs) { started <- a }) }()
+	addrs := <-started
+	status := func(path string) int {
+		res, err := http.Get("http://" + addrs.admin + path)
+		if err != nil {
+			return 0
+		}
+		res.Body.Close()
+		return res.StatusCode
+	}
+	if got := status("/readyz"); got != 200 {
+		t.Fatalf("/readyz once serving = %d, want 200", got)
+	}
+	answered := make(chan string, 1)
+	go func() {
+		res, err := http.Get("http://" + addrs.http + "/")
+		if err != nil {
+			answered <- err.Error()
+			return
+		}
+		body, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		answered <- string(body)
+	}()
+	waitUntil(t, "the request in flight", func() bool { return pools(t, addrs.admin)[0].Backends[0].InFlight == 1 })
+	cancel()
+	waitUntil(t, "/readyz 503 while draining", func() bool { return status("/readyz") == 503 })
+	if got := status("/healthz"); got != 200 {
+		t.Errorf("/healthz while draining = %d, want 200", got)
+	}
+	close(release)
+	if got := <-answered; got != "done" {
+		t.Errorf("the draining request got %q, want its answer", got)
+	}
+	if err := <-done; err != nil {
+		t.Errorf("serve: %v", err)
 	}
 }
