@@ -17,7 +17,7 @@ import (
 )
 
 // value sums the series of family whose labels include labels; -1 when
-// the family is missing.
+// there is none.
 func value(t *testing.T, m *Metrics, family string, labels ...string) float64 {
 	t.Helper()
 	mfs, err := m.reg.Gather()

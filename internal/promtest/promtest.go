@@ -5,13 +5,13 @@ import dto "github.com/prometheus/client_model/go"
 
 // Sum adds up the series of family whose labels include labels (name,
 // value pairs): counter and gauge values, histogram sample counts. It
-// returns -1 when the family is missing.
+// returns -1 when no such series exists.
 func Sum(mfs []*dto.MetricFamily, family string, labels ...string) float64 {
 	for _, mf := range mfs {
 		if mf.GetName() != family {
 			continue
 		}
-		var sum float64
+		sum, found := 0.0, false
 	series:
 		for _, s := range mf.Metric {
 			have := map[string]string{}
@@ -23,6 +23,7 @@ func Sum(mfs []*dto.MetricFamily, family string, labels ...string) float64 {
 					continue series
 				}
 			}
+			found = true
 			switch {
 			case s.Counter != nil:
 				sum += s.Counter.GetValue()
@@ -32,7 +33,9 @@ func Sum(mfs []*dto.MetricFamily, family string, labels ...string) float64 {
 				sum += float64(s.Histogram.GetSampleCount())
 			}
 		}
-		return sum
+		if found {
+			return sum
+		}
 	}
 	return -1
 }
