@@ -36,9 +36,16 @@ func chromium(t *testing.T) string {
 // tab, and what the page logged as errors.
 func browser(t *testing.T) (context.Context, func() []string) {
 	t.Helper()
+	path := chromium(t)
+	// Not t.TempDir: chromium's helper processes may still write to their
+	// profile for a moment after the browser exits, which fails its check.
+	profile, err := os.MkdirTemp("", "portico-chromium-")
+	if err != nil {
+		t.Fatal(err)
+	}
 	opts := []chromedp.ExecAllocatorOption{
-		chromedp.ExecPath(chromium(t)),
-		chromedp.UserDataDir(t.TempDir()),
+		chromedp.ExecPath(path),
+		chromedp.UserDataDir(profile),
 		chromedp.WindowSize(1400, 1300),
 		chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun,
 		// Without these chromium reaches for Google's servers, which this
@@ -55,6 +62,12 @@ func browser(t *testing.T) (context.Context, func() []string) {
 		cancelTimeout()
 		cancelTab()
 		cancelAlloc()
+		for range 20 {
+			if os.RemoveAll(profile) == nil {
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
 	})
 	var mu sync.Mutex
 	var errs []string
