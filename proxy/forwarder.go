@@ -80,6 +80,7 @@ func (f *forwarder) forward(w http.ResponseWriter, o *outbound, info *reqinfo.In
 		if attempt >= u.retries || !retryable(o, err) || !u.budget.retry() {
 			return err
 		}
+		u.stats.Retry()
 	}
 }
 
@@ -99,9 +100,9 @@ func (f *forwarder) attempt(w http.ResponseWriter, o *outbound, b *balancer.Back
 	return f.roundTrip(w, o, b, start, info)
 }
 
-// headers reports a response head's arrival to b (latency for ewma, 5xx
-// for passive detection) and to the record.
-func headers(b *balancer.Backend, status int, start time.Time, info *reqinfo.Info) {
+// answered reports a response head's arrival to b (latency for ewma, 5xx
+// for passive detection), to the record and to the metrics.
+func (u *upstream) answered(b *balancer.Backend, status int, start time.Time, info *reqinfo.Info) {
 	rtt := time.Since(start)
 	info.BackendTTFB = rtt
 	if status >= 500 {
@@ -109,16 +110,19 @@ func headers(b *balancer.Backend, status int, start time.Time, info *reqinfo.Inf
 	} else {
 		b.Report(balancer.Success, rtt)
 	}
+	u.stats.Attempt(b.Index(), status, rtt)
 }
 
 // failed reports an attempt that got no answer. One the client abandoned,
 // or whose request body the client failed to send, says nothing about the
 // backend.
-func failed(b *balancer.Backend, o *outbound, start time.Time, err error) {
+func (u *upstream) failed(b *balancer.Backend, o *outbound, start time.Time, err error) {
 	if o.r.Context().Err() != nil || errors.As(err, new(*h1.SrcError)) {
 		return
 	}
-	b.Report(balancer.Failure, time.Since(start))
+	rtt := time.Since(start)
+	b.Report(balancer.Failure, rtt)
+	u.stats.Attempt(b.Index(), 0, rtt)
 }
 
 // retryable decides whether a failed attempt may be sent to another backend.

@@ -26,7 +26,7 @@ func (f *forwarder) h1(w http.ResponseWriter, o *outbound, b *balancer.Backend, 
 	for {
 		if err != nil {
 			if err != errSpeaksH2 {
-				failed(b, o, start, err)
+				f.up.failed(b, o, start, err)
 			}
 			return err
 		}
@@ -41,7 +41,7 @@ func (f *forwarder) h1(w http.ResponseWriter, o *outbound, b *balancer.Backend, 
 		}
 		c.Release(err == nil && !aborted)
 		if err != nil && err != errAborted {
-			failed(b, o, start, err)
+			f.up.failed(b, o, start, err)
 		}
 		return err
 	}
@@ -104,7 +104,7 @@ func (f *forwarder) exchange(w http.ResponseWriter, o *outbound, c *h1.Conn, b *
 	if err != nil {
 		return err
 	}
-	headers(b, h.Status, start, info)
+	f.up.answered(b, h.Status, start, info)
 	if h.Status == http.StatusSwitchingProtocols {
 		if sender != nil {
 			sender.wait(c)

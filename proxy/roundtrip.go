@@ -58,7 +58,7 @@ func (f *forwarder) roundTrip(w http.ResponseWriter, o *outbound, b *balancer.Ba
 	done = true
 	mu.Unlock()
 	if err != nil {
-		failed(b, o, start, err)
+		f.up.failed(b, o, start, err)
 		return err
 	}
 	defer res.Body.Close()
@@ -66,7 +66,7 @@ func (f *forwarder) roundTrip(w http.ResponseWriter, o *outbound, b *balancer.Ba
 		// HTTP/2 has no upgrades; upgrades go to HTTP/1.1 connections.
 		return errWrongUpgrade
 	}
-	headers(b, res.StatusCode, start, info)
+	f.up.answered(b, res.StatusCode, start, info)
 
 	hdr := w.Header()
 	conn := res.Header["Connection"]

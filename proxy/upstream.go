@@ -9,6 +9,7 @@ import (
 
 	"github.com/portico/portico/balancer"
 	"github.com/portico/portico/config"
+	"github.com/portico/portico/metrics"
 	"github.com/portico/portico/proxy/h1"
 )
 
@@ -18,6 +19,7 @@ type upstream struct {
 	pool    *balancer.Pool
 	retries int
 	budget  *retryBudget
+	stats   *metrics.Pool // nil without metrics
 
 	// HTTP/1.1 connections, by backend index (balancer.Backend.Index); nil
 	// for h2c pools. h1Only (https pools) offers only http/1.1 in ALPN, for
@@ -32,14 +34,16 @@ type upstream struct {
 	responseHeaderTimeout time.Duration
 }
 
-func newUpstream(name string, pc *config.Pool, log *slog.Logger) (*upstream, error) {
+func newUpstream(name string, pc *config.Pool, log *slog.Logger, m *metrics.Metrics) (*upstream, error) {
 	backends := make([]*balancer.Backend, 0, len(pc.Backends))
+	hosts := make([]string, 0, len(pc.Backends))
 	for _, bc := range pc.Backends {
 		b, err := balancer.NewBackend(bc.Parsed, bc.Weight)
 		if err != nil {
 			return nil, err
 		}
 		backends = append(backends, b)
+		hosts = append(hosts, bc.Parsed.Host)
 	}
 	pool, err := balancer.NewPool(name, backends, poolOptions(pc, log))
 	if err != nil {
@@ -49,6 +53,7 @@ func newUpstream(name string, pc *config.Pool, log *slog.Logger) (*upstream, err
 		pool:                  pool,
 		retries:               pc.Retries,
 		budget:                newRetryBudget(pc.RetryBudgetPercent),
+		stats:                 m.Pool(name, hosts),
 		responseHeaderTimeout: pc.ResponseHeaderTimeout.Duration,
 	}
 	u.connect(pc)
