@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -86,7 +87,7 @@ func (f *forwarder) exchange(w http.ResponseWriter, o *outbound, c *h1.Conn, b *
 			}
 		}
 		if h == nil { // not refused by a final answer to Expect
-			sender = startBody(c, o, rht)
+			sender = startBody(c, o.body, o.length, o.r, rht)
 		}
 	} else if rht > 0 {
 		_ = c.SetReadDeadline(time.Now().Add(rht))
@@ -213,12 +214,14 @@ type bodySender struct {
 	rht  time.Duration
 }
 
-func startBody(c *h1.Conn, o *outbound, rht time.Duration) *bodySender {
+func startBody(c *h1.Conn, body io.Reader, length int64, r *http.Request, rht time.Duration) *bodySender {
 	s := &bodySender{done: make(chan error, 1), rht: rht}
+	// net/http fills a request's trailers once its body is read to its end.
+	trailer := func() http.Header { return r.Trailer }
 	go func() {
 		buf := copyBuffers.get()
 		defer copyBuffers.put(buf)
-		err := c.SendBody(o.body, o.length, buf[:], o.trailer)
+		err := c.SendBody(body, length, buf[:], trailer)
 		if errors.As(err, new(*h1.SrcError)) {
 			// The client failed: unblock the response read, since the
 			// backend waits for the rest of the body. A backend that
@@ -278,7 +281,3 @@ func (s *bodySender) fail(c *h1.Conn, err error) error {
 	c.Discard()
 	return err
 }
-
-// trailer returns the request's trailers, which net/http fills in once the
-// body has been read to its end.
-func (o *outbound) trailer() http.Header { return o.r.Trailer }

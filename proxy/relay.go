@@ -43,10 +43,6 @@ func relay1xx(w http.ResponseWriter, status int, fields []h1.Field) {
 	relay1xxHeader(w, status, h)
 }
 
-// readier is a body that can tell whether its next read would wait for
-// the backend (package h1's).
-type readier interface{ Ready() bool }
-
 // respond writes the status and the body; the fields are already in
 // w.Header(). A stream (a body of unknown length, or server-sent events) is
 // flushed whenever the next read could wait, so that nothing the backend
@@ -56,19 +52,18 @@ type readier interface{ Ready() bool }
 // trailers.
 func respond(w http.ResponseWriter, status int, body io.Reader, stream, trailers bool) error {
 	w.WriteHeader(status)
+	hb, _ := body.(*h1.Body)
 	var rc *http.ResponseController
-	ready, _ := body.(readier)
-	waits := func() bool { return ready == nil || !ready.Ready() }
 	if stream || trailers {
 		rc = http.NewResponseController(w)
-		if trailers || waits() {
+		if trailers || hb == nil || !hb.Ready() {
 			if err := rc.Flush(); err != nil {
 				return err
 			}
 		}
 	}
-	if b, ok := body.(*h1.Body); ok && b.Length() == 0 {
-		return nil // nothing to copy: no body, or an empty one
+	if hb != nil {
+		return relayH1(w, hb, rc, stream)
 	}
 	buf := copyBuffers.get()
 	defer copyBuffers.put(buf)
@@ -78,7 +73,7 @@ func respond(w http.ResponseWriter, status int, body io.Reader, stream, trailers
 			if _, err := w.Write(buf[:n]); err != nil {
 				return err
 			}
-			if stream && rerr == nil && waits() {
+			if stream && rerr == nil {
 				if err := rc.Flush(); err != nil {
 					return err
 				}
@@ -89,6 +84,50 @@ func respond(w http.ResponseWriter, status int, body io.Reader, stream, trailers
 		}
 		if rerr != nil {
 			return rerr
+		}
+	}
+}
+
+// relayH1 copies an HTTP/1.1 backend's body: what has arrived goes out
+// straight from the connection's buffer (a small response never touches a
+// copy buffer), the rest through a pooled buffer that reads of a large body
+// fill directly from the socket.
+func relayH1(w http.ResponseWriter, b *h1.Body, rc *http.ResponseController, stream bool) error {
+	var buf *[32 << 10]byte
+	defer func() {
+		if buf != nil {
+			copyBuffers.put(buf)
+		}
+	}()
+	for {
+		p, err := b.Peek()
+		peeked := len(p) > 0
+		if !peeked && err == nil {
+			if buf == nil {
+				buf = copyBuffers.get()
+			}
+			var n int
+			n, err = b.Read(buf[:])
+			p = buf[:n]
+		}
+		if len(p) > 0 {
+			if _, werr := w.Write(p); werr != nil {
+				return werr
+			}
+			if peeked {
+				b.Discard(len(p))
+			}
+			if stream && !b.Ready() {
+				if ferr := rc.Flush(); ferr != nil {
+					return ferr
+				}
+			}
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
 		}
 	}
 }

@@ -130,6 +130,44 @@ func (b *Body) Read(p []byte) (int, error) {
 	return b.readChunked(p)
 }
 
+// Peek returns body bytes already received, without copying them; they
+// are valid until the next call on the body or its connection. With nothing
+// at hand it returns no bytes and a nil error (a Read would wait), and at
+// the body's end io.EOF or the error that broke it. Discard consumes them.
+func (b *Body) Peek() ([]byte, error) {
+	if b.mode == bodyChunked {
+		b.advance()
+	}
+	if b.err != nil {
+		return nil, b.err
+	}
+	c := b.c
+	p := c.buf[c.r:c.w]
+	if b.mode == bodyLength || b.mode == bodyChunked {
+		if b.mode == bodyChunked && b.chunk != chunkData {
+			return nil, nil
+		}
+		p = p[:min(int64(len(p)), b.left)]
+	}
+	return p, nil
+}
+
+// Discard consumes n bytes that Peek returned.
+func (b *Body) Discard(n int) {
+	b.c.r += n
+	switch b.mode {
+	case bodyLength:
+		if b.left -= int64(n); b.left == 0 {
+			b.finish()
+		}
+	case bodyChunked:
+		if b.left -= int64(n); b.left == 0 {
+			b.chunk = chunkEnd
+			b.advance()
+		}
+	}
+}
+
 // readData returns buffered bytes, or reads into p: straight from the
 // connection when p is at least as large as the buffer.
 func (b *Body) readData(p []byte) (int, error) {
