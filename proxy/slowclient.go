@@ -1,8 +1,11 @@
 package proxy
 
 import (
+	"context"
 	"io"
+	"net"
 	"net/http"
+	"sync/atomic"
 	"time"
 )
 
@@ -12,6 +15,12 @@ import (
 // give each read of the body and each write of the response its own
 // deadline, renewed per operation, so transfers of any length pass as long
 // as they keep moving (nginx's client_body_timeout and send_timeout).
+//
+// A write deadline is renewed only once it is older than deadlineSlack: a
+// deadline costs a timer update, and small responses come far more often
+// than that on a keep-alive connection. An HTTP/1 connection keeps the
+// deadline it was given across its requests (clientConn); an HTTP/2 stream
+// has its own.
 
 // deadliner is what both HTTP/1 and HTTP/2 response writers offer.
 type deadliner interface {
@@ -26,10 +35,38 @@ func guardSlowClient(w http.ResponseWriter, d deadliner, r *http.Request, bodyTi
 		r.Body = &deadlineBody{ReadCloser: r.Body, d: d, timeout: bodyTimeout, left: r.ContentLength}
 	}
 	if sendTimeout > 0 {
-		w = &deadlineWriter{ResponseWriter: w, d: d, timeout: sendTimeout}
+		dw := &deadlineWriter{ResponseWriter: w, d: d, timeout: sendTimeout}
+		dw.set = &dw.own
+		if cc := clientConnFrom(r); cc != nil && r.ProtoMajor == 1 {
+			dw.set = &cc.writeDeadline
+		}
+		w = dw
 	}
 	return w
 }
+
+// clientConn is what Portico keeps per client connection: the write
+// deadline now in force on an HTTP/1 connection, in Unix nanoseconds.
+type clientConn struct {
+	writeDeadline atomic.Int64
+}
+
+type clientConnKey struct{}
+
+// withClientConn is the servers' ConnContext: one clientConn per connection.
+func withClientConn(ctx context.Context, _ net.Conn) context.Context {
+	return context.WithValue(ctx, clientConnKey{}, &clientConn{})
+}
+
+func clientConnFrom(r *http.Request) *clientConn {
+	cc, _ := r.Context().Value(clientConnKey{}).(*clientConn)
+	return cc
+}
+
+// deadlineSlack is how stale a write deadline may get before it is renewed:
+// a stalled client is cut off between send_timeout minus this and
+// send_timeout after its last progress.
+func deadlineSlack(timeout time.Duration) int64 { return int64(min(time.Second, timeout/4)) }
 
 // deadlineBody renews the read deadline before each read of the body. Once
 // the body is complete (EOF, or all of Content-Length read, since a reader
@@ -60,10 +97,17 @@ type deadlineWriter struct {
 	http.ResponseWriter
 	d       deadliner
 	timeout time.Duration
+	set     *atomic.Int64 // the deadline in force: own, or the connection's
+	own     atomic.Int64
 }
 
 func (w *deadlineWriter) Write(p []byte) (int, error) {
-	_ = w.d.SetWriteDeadline(time.Now().Add(w.timeout))
+	now := time.Now().UnixNano()
+	if w.set.Load()-now < int64(w.timeout)-deadlineSlack(w.timeout) {
+		d := now + int64(w.timeout)
+		_ = w.d.SetWriteDeadline(time.Unix(0, d))
+		w.set.Store(d)
+	}
 	return w.ResponseWriter.Write(p)
 }
 
