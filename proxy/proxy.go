@@ -31,22 +31,47 @@ type Snapshot struct {
 	routes                   routeTable
 	upstreams                map[string]*upstream
 	pools                    []*balancer.Pool // sorted by name
+
+	// The predecessor's backend transports this snapshot does not use, for
+	// Drain to close.
+	retiring []retiring
 }
 
 // NewSnapshot builds the runtime form of a validated configuration.
 func NewSnapshot(cfg *config.Config, log *slog.Logger) (*Snapshot, error) {
+	return NextSnapshot(nil, cfg, log)
+}
+
+// NextSnapshot builds the snapshot of cfg that replaces prev on a reload
+// (prev may be nil). A backend in a pool of the same name in both, with the
+// same URL, keeps its state (health, ejection, slow start, latency,
+// in-flight requests) and, while its pool's transport settings do not
+// change, its connections. prev is not changed: it serves on, unaffected,
+// until the new snapshot is swapped in, and its requests finish on it.
+// Once the new snapshot is in use, Drain closes what prev used and it does
+// not.
+func NextSnapshot(prev *Snapshot, cfg *config.Config, log *slog.Logger) (*Snapshot, error) {
 	s := &Snapshot{
 		bodyTimeout: cfg.Server.ClientBodyTimeout.Duration,
 		sendTimeout: cfg.Server.SendTimeout.Duration,
 		upstreams:   make(map[string]*upstream, len(cfg.Pools)),
 	}
 	for name, pc := range cfg.Pools {
-		up, err := newUpstream(name, pc, log)
+		var before *upstream
+		if prev != nil {
+			before = prev.upstreams[name]
+		}
+		up, err := newUpstream(name, pc, before, log)
 		if err != nil {
 			return nil, fmt.Errorf("pool %q: %w", name, err)
 		}
 		s.upstreams[name] = up
 		s.pools = append(s.pools, up.pool)
+	}
+	// The middleware chains are built here too, from prev's where their
+	// options are unchanged, so that stateful ones (rate limits) keep state.
+	if prev != nil {
+		s.retiring = retiringFrom(prev, s)
 	}
 	sort.Slice(s.pools, func(i, j int) bool { return s.pools[i].Name() < s.pools[j].Name() })
 
@@ -77,7 +102,9 @@ func (s *Snapshot) Pools() []*balancer.Pool { return s.pools }
 // flight finish on their connections, which then close.
 func (s *Snapshot) Close() {
 	for _, up := range s.upstreams {
-		up.transport.closeIdle()
+		for _, t := range up.conns {
+			t.closeIdle()
+		}
 	}
 }
 
