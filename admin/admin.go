@@ -1,10 +1,10 @@
-// Package admin owns the operator-facing listener: liveness and a JSON view
-// of pools and backends read from balancer state. Metrics and the dashboard
+// Package admin owns the operator-facing listener: liveness, a JSON view
+// of pools and backends read from balancer state, and the configuration
+// in force with a way to reload it (config.go). Metrics and the dashboard
 // will live here too. It reads backend state and never changes it.
 package admin
 
 import (
-	"encoding/json"
 	"net/http"
 	"net/http/pprof"
 	"time"
@@ -16,18 +16,19 @@ import (
 // the admin side always shows the current snapshot.
 type PoolsFunc func() []*balancer.Pool
 
-// Handler serves /healthz, /api/pools and /debug/pprof/.
-func Handler(pools PoolsFunc) http.Handler {
+// Handler serves /healthz, /api/pools, /debug/pprof/ and, when cfg is not
+// nil, /api/config and /api/reload.
+func Handler(pools PoolsFunc, cfg *ConfigAPI) http.Handler {
 	mux := http.NewServeMux()
+	if cfg != nil {
+		configRoutes(mux, cfg)
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("GET /api/pools", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		_ = enc.Encode(poolViews(pools()))
+		writeJSON(w, http.StatusOK, poolViews(pools()))
 	})
 	// Profiles, for finding what the request path spends its time on. The
 	// admin listener is loopback-only by default.
@@ -38,7 +39,8 @@ func Handler(pools PoolsFunc) http.Handler {
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		_, _ = w.Write([]byte("Portico admin\n  /healthz    liveness\n  /api/pools  pools and backends: health, ejections, load (JSON)\n  /debug/pprof/  Go profiles\n"))
+		_, _ = w.Write([]byte("Portico admin\n  /healthz    liveness\n  /api/pools  pools and backends: health, ejections, load (JSON)\n" +
+			"  /api/config  the configuration in force (JSON)\n  POST /api/reload  reload the configuration file\n  /debug/pprof/  Go profiles\n"))
 	})
 	return mux
 }

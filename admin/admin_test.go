@@ -39,7 +39,7 @@ func get(t *testing.T, h http.Handler, path string) (int, string) {
 }
 
 func TestHealthz(t *testing.T) {
-	if code, body := get(t, Handler(func() []*balancer.Pool { return nil }), "/healthz"); code != 200 || body != "ok\n" {
+	if code, body := get(t, Handler(func() []*balancer.Pool { return nil }, nil), "/healthz"); code != 200 || body != "ok\n" {
 		t.Errorf("GET /healthz = %d %q, want 200 \"ok\\n\"", code, body)
 	}
 }
@@ -47,7 +47,7 @@ func TestHealthz(t *testing.T) {
 // /api/pools reads live state: a change to a backend shows on the next request.
 func TestPoolsReflectLiveState(t *testing.T) {
 	pools := testPools(t)
-	h := Handler(func() []*balancer.Pool { return pools })
+	h := Handler(func() []*balancer.Pool { return pools }, nil)
 	bs := pools[0].Backends()
 	b, err := pools[0].Acquire(context.Background(), balancer.Tried(0).Add(bs[0]))
 	if err != nil || b != bs[1] {
@@ -82,7 +82,7 @@ func TestPoolsReflectLiveState(t *testing.T) {
 }
 
 func TestIndexAndProfiles(t *testing.T) {
-	h := Handler(func() []*balancer.Pool { return nil })
+	h := Handler(func() []*balancer.Pool { return nil }, nil)
 	if code, body := get(t, h, "/"); code != 200 || !strings.Contains(body, "/api/pools") {
 		t.Errorf("GET / = %d %q, want the list of endpoints", code, body)
 	}
