@@ -47,23 +47,23 @@ func Listen(addr string, log *slog.Logger) (*Listener, error) {
 func (l *Listener) Addr() net.Addr { return l.raw.Addr() }
 
 // Serve puts srv in charge of the connections accepted from now on and
-// returns its generation, and the one it replaces (nil at first), which
-// still serves the connections it has: Retire or Drain it. srv.Handler is
-// wrapped (see Generation). With srv.TLSConfig set, connections are TLS.
+// returns its generation, and the one it replaces (nil at first), which no
+// longer gets connections but serves those it has: Retire it. srv.Handler
+// is wrapped (see Generation). With srv.TLSConfig set, connections are TLS.
 func (l *Listener) Serve(srv *http.Server) (g, prev *Generation) {
-	// TLS is decided now: http.Server.Serve gives a plain server a
-	// TLSConfig of its own for HTTP/2.
-	g = &Generation{srv: srv, tls: srv.TLSConfig, next: srv.Handler, conns: make(chan net.Conn), closed: make(chan struct{}), addr: l.Addr()}
-	srv.Handler = g
+	g = newGeneration(srv, l.Addr())
 	go func() { _ = srv.Serve(genListener{g}) }()
 	prev = l.target.Swap(g)
+	if prev != nil {
+		prev.stopAccepting()
+	}
 	l.start.Do(func() { go l.accept() })
 	return g, prev
 }
 
 // Close stops accepting: connections the kernel has already completed are
 // accepted and handed on first, so that none is reset, then the socket
-// closes. Connections handed on stay with their generations.
+// closes. Connections handed on stay with their generation.
 func (l *Listener) Close() {
 	if l.stopping.CompareAndSwap(false, true) {
 		// Wakes a pending Accept; the loop then takes what is queued.
@@ -72,6 +72,9 @@ func (l *Listener) Close() {
 	}
 	<-l.done
 	_ = l.ln.Close()
+	if g := l.target.Load(); g != nil {
+		g.stopAccepting()
+	}
 }
 
 func (l *Listener) accept() {
@@ -110,14 +113,20 @@ func (l *Listener) acceptQueued() {
 	}
 }
 
+// deliver hands c to the generation in charge. One that stops accepting
+// meanwhile has been replaced, so the loop finds the new one.
 func (l *Listener) deliver(c net.Conn) {
 	for {
 		g := l.target.Load()
+		// Counted before it is handed over, so that the generation cannot
+		// look empty while a connection is on its way to its server.
+		g.count(1)
 		select {
 		case g.conns <- c:
 			return
 		case <-g.closed:
-			if l.target.Load() == g { // no newer generation to hand it to
+			g.count(-1)
+			if l.target.Load() == g { // shut down, and no newer one
 				_ = c.Close()
 				return
 			}
@@ -125,21 +134,45 @@ func (l *Listener) deliver(c net.Conn) {
 	}
 }
 
-// Generation is one http.Server serving a Listener's connections from when
-// it takes over until the next one does, and then the connections it has
-// until they end. A retired generation answers every request (but an
-// upgrade) with "Connection: close", which ends an HTTP/1 connection after
-// the response and sends GOAWAY on HTTP/2, so clients move to the new
-// generation between requests and none sees a connection closed under it.
+// Generation is one http.Server serving a Listener's connections, from
+// when it takes over until the next one does or the socket closes, and
+// then the connections it has until they end. A retired generation answers
+// every request (but an upgrade) with "Connection: close", which ends an
+// HTTP/1 connection after the response and sends GOAWAY on HTTP/2: clients
+// move to the new generation or address between requests, and none sees a
+// connection closed under it. Idle connections are left to the server's
+// idle timeout, as closing one races with a client that just sent on it.
 type Generation struct {
 	srv     *http.Server
 	tls     *tls.Config // nil: plain
 	next    http.Handler
 	addr    net.Addr
 	conns   chan net.Conn
-	closed  chan struct{}
+	closed  chan struct{} // no more connections are accepted
 	once    sync.Once
 	retired atomic.Bool
+
+	mu    sync.Mutex
+	open  int           // connections handed to the server, not yet closed
+	empty chan struct{} // closed once it accepts no more and has none
+}
+
+func newGeneration(srv *http.Server, addr net.Addr) *Generation {
+	// TLS is decided now: http.Server.Serve gives a plain server a
+	// TLSConfig of its own for HTTP/2.
+	g := &Generation{srv: srv, tls: srv.TLSConfig, next: srv.Handler, addr: addr,
+		conns: make(chan net.Conn), closed: make(chan struct{}), empty: make(chan struct{})}
+	srv.Handler = g
+	hook := srv.ConnState
+	srv.ConnState = func(c net.Conn, s http.ConnState) {
+		if s == http.StateClosed || s == http.StateHijacked {
+			g.count(-1)
+		}
+		if hook != nil {
+			hook(c, s)
+		}
+	}
+	return g
 }
 
 func (g *Generation) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -149,25 +182,59 @@ func (g *Generation) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	g.next.ServeHTTP(w, r)
 }
 
-// Retire stops the generation taking connections and has it close the ones
-// it has as their requests end. Idle ones close by the server's idle
-// timeout, or at Shutdown.
-func (g *Generation) Retire() {
-	g.retired.Store(true)
-	g.once.Do(func() { close(g.closed) })
+// Retire has the generation close its connections as their requests end.
+// A generation still in charge of a socket keeps serving what it accepts,
+// one request per connection.
+func (g *Generation) Retire() { g.retired.Store(true) }
+
+// Done is closed once the generation no longer accepts connections and
+// has none left (upgraded ones have left it).
+func (g *Generation) Done() <-chan struct{} { return g.empty }
+
+func (g *Generation) count(d int) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.open += d
+	g.checkEmpty()
 }
 
-// Shutdown stops the server gracefully (http.Server.Shutdown): idle
-// connections close at once, HTTP/2 clients get GOAWAY, and it returns when
-// the requests running have finished or ctx ends.
+func (g *Generation) stopAccepting() {
+	g.once.Do(func() {
+		close(g.closed)
+		g.mu.Lock()
+		g.checkEmpty()
+		g.mu.Unlock()
+	})
+}
+
+func (g *Generation) checkEmpty() {
+	select {
+	case <-g.closed:
+	default:
+		return
+	}
+	if g.open == 0 {
+		select {
+		case <-g.empty:
+		default:
+			close(g.empty)
+		}
+	}
+}
+
+// Shutdown stops the server gracefully (http.Server.Shutdown): it takes no
+// more connections, idle ones close at once, HTTP/2 clients get GOAWAY, and
+// it returns when the requests running have finished or ctx ends.
 func (g *Generation) Shutdown(ctx context.Context) error {
 	g.Retire()
+	g.stopAccepting()
 	return g.srv.Shutdown(ctx)
 }
 
 // Close closes every connection of the generation at once.
 func (g *Generation) Close() error {
 	g.Retire()
+	g.stopAccepting()
 	return g.srv.Close()
 }
 
@@ -186,8 +253,9 @@ func (l genListener) Accept() (net.Conn, error) {
 	}
 }
 
+// Close is http.Server's: it stops taking connections when it shuts down.
 func (l genListener) Close() error {
-	l.g.once.Do(func() { close(l.g.closed) })
+	l.g.stopAccepting()
 	return nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -48,6 +49,7 @@ type instance struct {
 	acmeStop  context.CancelFunc
 	admin     http.Handler
 	slots     map[string]*slot
+	handover  map[*proxy.Listener]*struct{ string } // sockets given up, accepting until drain_timeout
 	watch     *watcher
 
 	gensMu sync.Mutex
@@ -63,7 +65,8 @@ type running struct {
 // start puts cfg in force: it binds every listener and starts serving.
 // path is the file cfg came from ("" for the quickstart), for reloads.
 func start(cfg *config.Config, path string, log *slog.Logger, level *slog.LevelVar) (*instance, error) {
-	in := &instance{path: path, log: log, level: level, slots: map[string]*slot{}, gens: map[*proxy.Generation]string{}}
+	in := &instance{path: path, log: log, level: level, slots: map[string]*slot{},
+		handover: map[*proxy.Listener]*struct{ string }{}, gens: map[*proxy.Generation]string{}}
 	in.ctx, in.cancel = context.WithCancel(context.Background())
 	in.tlsConfig = in.certs.TLSConfig()
 	in.admin = admin.Handler(
@@ -231,6 +234,32 @@ func (in *instance) addrs() listenAddrs {
 	return a
 }
 
+// socketsOf lists the sockets of the listeners named, handed-over ones
+// included.
+func (in *instance) socketsOf(names ...string) []*proxy.Listener {
+	var out []*proxy.Listener
+	for name, s := range in.slots {
+		if slices.Contains(names, name) {
+			out = append(out, s.ln)
+		}
+	}
+	for ln, h := range in.handover {
+		if slices.Contains(names, h.string) {
+			out = append(out, ln)
+		}
+	}
+	return out
+}
+
+// closeAll stops the sockets accepting, all at once.
+func closeAll(sockets []*proxy.Listener) {
+	var wg sync.WaitGroup
+	for _, ln := range sockets {
+		wg.Go(ln.Close)
+	}
+	wg.Wait()
+}
+
 // errForced is returned when a second signal cut the graceful shutdown short.
 var errForced = errors.New("stopped at once by a second signal; requests still running were cut off")
 
@@ -247,6 +276,7 @@ func (in *instance) shutdown(force <-chan struct{}) error {
 	in.closing = true
 	in.stopWatcher()
 	timeout := in.running.Load().cfg.Server.ShutdownTimeout.Duration
+	proxySockets, adminSockets := in.socketsOf("http", "https"), in.socketsOf("admin")
 	in.mu.Unlock()
 	in.log.Info("shutting down", "timeout", timeout.String())
 
@@ -262,20 +292,12 @@ func (in *instance) shutdown(force <-chan struct{}) error {
 		case <-ctx.Done():
 		}
 	}()
-	var wg sync.WaitGroup
-	for _, name := range []string{"http", "https"} {
-		if s := in.slots[name]; s != nil {
-			wg.Go(s.ln.Close)
-		}
-	}
-	wg.Wait()
+	closeAll(proxySockets)
 	in.shutdownGens(ctx, "http", "https")
 	if ctx.Err() != nil && !forced.Load() {
 		in.log.Warn("requests cut off at shutdown timeout")
 	}
-	if s := in.slots["admin"]; s != nil {
-		s.ln.Close()
-	}
+	closeAll(adminSockets)
 	in.shutdownGens(ctx, "admin")
 
 	in.cancel() // drains, retired generations, ACME orders

@@ -3,11 +3,11 @@ package main
 import (
 	"context"
 	"fmt"
-	"maps"
 	"net"
 	"net/http"
 	"reflect"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -43,26 +43,29 @@ func wantedAddrs(cfg *config.Config) map[string]string {
 	return want
 }
 
-// listenerPlan is the sockets a configuration will listen on: sockets kept
-// or moved from another listener (swapped addresses), and sockets newly
-// bound, before anything changes, so that a bind failure refuses the
+// listenerPlan is the sockets a configuration will listen on: sockets kept,
+// taken over from another listener (swapped addresses) or from one handed
+// over (an address given up, then asked for again), and sockets newly
+// bound, all before anything changes, so that a bind failure refuses the
 // reload with the old listeners untouched.
 type listenerPlan struct {
 	sockets map[string]*proxy.Listener // by listener name
 	bound   []*proxy.Listener          // bound for this plan
-	release []*proxy.Listener          // in use now, not in the plan
 }
 
 func (in *instance) planListeners(cfg *config.Config) (*listenerPlan, error) {
 	want := wantedAddrs(cfg)
 	plan := &listenerPlan{sockets: map[string]*proxy.Listener{}}
-	// A socket no longer wanted under its own name may serve another
-	// listener that asks for its address: addresses can be swapped.
-	spare := map[string]*proxy.Listener{}
+	// A socket no longer wanted by its own listener may serve another that
+	// asks for its address: addresses can be swapped, or moved back.
+	var spare []*proxy.Listener
 	for name, s := range in.slots {
-		if want[name] != s.addr {
-			spare[s.addr] = s.ln
+		if addr, ok := want[name]; !ok || !boundTo(addr, s.ln.Addr()) {
+			spare = append(spare, s.ln)
 		}
+	}
+	for ln := range in.handover {
+		spare = append(spare, ln)
 	}
 	var problems config.Problems
 	for _, name := range listenerNames {
@@ -70,13 +73,13 @@ func (in *instance) planListeners(cfg *config.Config) (*listenerPlan, error) {
 		if !ok {
 			continue
 		}
-		if s := in.slots[name]; s != nil && s.addr == addr {
+		if s := in.slots[name]; s != nil && boundTo(addr, s.ln.Addr()) {
 			plan.sockets[name] = s.ln
 			continue
 		}
-		if ln := spare[addr]; ln != nil && !isAnyPort(addr) {
-			delete(spare, addr)
-			plan.sockets[name] = ln
+		if i := slices.IndexFunc(spare, func(ln *proxy.Listener) bool { return boundTo(addr, ln.Addr()) }); i >= 0 {
+			plan.sockets[name] = spare[i]
+			spare = slices.Delete(spare, i, i+1)
 			continue
 		}
 		ln, err := proxy.Listen(addr, in.log)
@@ -91,15 +94,28 @@ func (in *instance) planListeners(cfg *config.Config) (*listenerPlan, error) {
 		plan.abandon()
 		return nil, problems
 	}
-	for _, ln := range spare {
-		plan.release = append(plan.release, ln)
-	}
-	for name, s := range in.slots {
-		if _, ok := want[name]; !ok && spare[s.addr] == nil && !plan.uses(s.ln) {
-			plan.release = append(plan.release, s.ln)
-		}
-	}
 	return plan, nil
+}
+
+// boundTo reports whether a socket bound at bound serves the configured
+// address addr: the same port (":0", any port, is served by whichever the
+// socket got) on the same address, where any unspecified address
+// (0.0.0.0, ::, none) counts as the same.
+func boundTo(addr string, bound net.Addr) bool {
+	host, port, err := net.SplitHostPort(addr)
+	b, ok := bound.(*net.TCPAddr)
+	if err != nil || !ok || (port != "0" && port != strconv.Itoa(b.Port)) {
+		return false
+	}
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		return b.IP.IsUnspecified()
+	}
+	ip := net.ParseIP(host)
+	if ip == nil { // a name: resolved when it was bound
+		ips, err := net.LookupIP(host)
+		return err == nil && slices.ContainsFunc(ips, b.IP.Equal)
+	}
+	return ip.Equal(b.IP)
 }
 
 func (p *listenerPlan) uses(ln *proxy.Listener) bool {
@@ -118,13 +134,6 @@ func (p *listenerPlan) abandon() {
 	}
 }
 
-// isAnyPort reports whether addr asks for any free port (":0"): two such
-// listeners are two sockets, never one.
-func isAnyPort(addr string) bool {
-	_, port, _ := net.SplitHostPort(addr)
-	return port == "0"
-}
-
 // unwrapOp drops net.OpError's "listen tcp ADDR:" prefix, which the
 // problem states already.
 func unwrapOp(err error) error {
@@ -135,12 +144,12 @@ func unwrapOp(err error) error {
 }
 
 // servePlan puts the plan in force: a listener whose socket or server
-// settings changed gets a new server generation; released sockets stop
-// accepting once their queued connections are handed on; then the
-// generations replaced or left without a listener retire and drain.
+// settings changed gets a new server generation, and the one it replaces
+// retires. A socket given up keeps accepting for drain_timeout, served by
+// its retired generation, so that clients that have not learned of a new
+// address yet are not refused; then it closes.
 func (in *instance) servePlan(cfg *config.Config, plan *listenerPlan) {
 	next := map[string]*slot{}
-	retiring := map[*proxy.Generation]bool{}
 	for _, name := range listenerNames {
 		ln, ok := plan.sockets[name]
 		if !ok {
@@ -149,29 +158,50 @@ func (in *instance) servePlan(cfg *config.Config, plan *listenerPlan) {
 		old := in.slots[name]
 		spec := in.serverSpec(name, cfg, next)
 		if old != nil && old.ln == ln && reflect.DeepEqual(old.spec, spec) {
+			old.addr = wantedAddrs(cfg)[name]
 			next[name] = old
 			continue
 		}
 		gen, prev := ln.Serve(in.newServer(name, cfg, next))
 		in.track(name, gen)
-		next[name] = &slot{addr: wantedAddrs(cfg)[name], ln: ln, gen: gen, spec: spec}
 		if prev != nil {
-			retiring[prev] = true
+			prev.Retire()
 		}
+		delete(in.handover, ln)
+		next[name] = &slot{addr: wantedAddrs(cfg)[name], ln: ln, gen: gen, spec: spec}
 		in.log.Info("listening", "listener", name, "addr", ln.Addr().String())
 	}
-	for _, old := range in.slots {
-		if !slices.ContainsFunc(slices.Collect(maps.Values(next)), func(s *slot) bool { return s.gen == old.gen }) {
-			retiring[old.gen] = true
+	for name, old := range in.slots {
+		if !plan.uses(old.ln) {
+			in.handOver(name, old, cfg.Server.DrainTimeout.Duration)
 		}
 	}
-	for _, ln := range plan.release {
-		ln.Close()
-	}
-	for g := range retiring {
-		in.retire(g, cfg.Server.DrainTimeout.Duration)
-	}
 	in.slots = next
+}
+
+// handOver retires a listener's socket: it accepts for drain more, its
+// generation closing each connection after a request, then closes.
+func (in *instance) handOver(name string, s *slot, drain time.Duration) {
+	s.gen.Retire()
+	token := &struct{ string }{name}
+	in.handover[s.ln] = token
+	in.bg.Go(func() {
+		t := time.NewTimer(drain)
+		defer t.Stop()
+		select {
+		case <-in.ctx.Done():
+			return // shutdown closes it
+		case <-t.C:
+		}
+		in.mu.Lock()
+		defer in.mu.Unlock()
+		if in.closing || in.handover[s.ln] != token { // shutdown closes it, or it was taken back
+			return
+		}
+		delete(in.handover, s.ln)
+		s.ln.Close()
+		in.log.Info("stopped listening", "listener", name, "addr", s.ln.Addr().String())
+	})
 }
 
 // serverSpec is what a listener's server is built from: a new generation
@@ -229,30 +259,19 @@ func (in *instance) newServer(name string, cfg *config.Config, slots map[string]
 	return srv
 }
 
-// track records a listener's generation until it is done, for shutdown.
+// track records a listener's generation until its last connection ends,
+// for shutdown.
 func (in *instance) track(name string, g *proxy.Generation) {
 	in.gensMu.Lock()
 	in.gens[g] = name
 	in.gensMu.Unlock()
-}
-
-// retire lets a replaced generation finish: it closes each connection after
-// its next response (GOAWAY on HTTP/2), and once drain has passed it shuts
-// down: idle connections close, running requests finish.
-func (in *instance) retire(g *proxy.Generation, drain time.Duration) {
-	g.Retire()
 	in.bg.Go(func() {
-		t := time.NewTimer(drain)
-		defer t.Stop()
 		select {
-		case <-in.ctx.Done():
-			return // shutdown takes over
-		case <-t.C:
-		}
-		if g.Shutdown(in.ctx) == nil {
+		case <-g.Done():
 			in.gensMu.Lock()
 			delete(in.gens, g)
 			in.gensMu.Unlock()
+		case <-in.ctx.Done():
 		}
 	})
 }
