@@ -1,27 +1,17 @@
 package admin
 
 import (
-	"encoding/json"
 	"net/http"
-	"time"
 
 	"github.com/portico/portico/config"
 )
 
-// ConfigAPI is what the configuration endpoints need from the process:
-// GET /api/config shows the configuration in force, POST /api/reload
-// reloads it from its file (what SIGHUP does) and says what changed or
-// why nothing did.
-type ConfigAPI struct {
-	Running func() RunningConfig
-	Reload  func() ReloadResult
-}
-
 // RunningConfig is the answer of GET /api/config: the settings in force,
-// defaults included and secrets hidden, in the form config.Diff compares.
+// defaults included and secrets hidden, in the form config.Diff compares,
+// which is what `portico validate -diff` does with them.
 type RunningConfig struct {
-	File     string          `json:"file"` // "" when running the built-in quickstart
-	LoadedAt time.Time       `json:"loaded_at"`
+	File     string          `json:"file"` // "quickstart.toml" for the built-in quickstart
+	SHA256   string          `json:"sha256"`
 	Settings config.Settings `json:"settings"`
 }
 
@@ -29,36 +19,39 @@ type RunningConfig struct {
 // nothing; Errors says why, each problem as FILE:LINE: key: message.
 type ReloadResult struct {
 	OK      bool            `json:"ok"`
-	File    string          `json:"file"`
+	File    string          `json:"file"` // "" when there is no file to reload from
 	Changes []config.Change `json:"changes,omitempty"`
 	Errors  []string        `json:"errors,omitempty"`
 }
 
-func configRoutes(mux *http.ServeMux, api *ConfigAPI) {
+// configRoutes serves GET /api/config and, with o.Reload, POST
+// /api/reload, which reloads the configuration from its file as SIGHUP
+// does and says what changed or why nothing did.
+func (o *Options) configRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /api/config", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, api.Running())
+		cfg := o.config()
+		if cfg == nil {
+			text(w, http.StatusServiceUnavailable, "no configuration in force")
+			return
+		}
+		writeJSON(w, http.StatusOK, RunningConfig{File: cfg.File, SHA256: cfg.Checksum, Settings: cfg.Settings()})
 	})
-	// A browser page elsewhere must not make an operator's browser reload
-	// Portico: cross-origin POSTs are refused.
+	if o.Reload == nil {
+		return
+	}
 	reload := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		res := api.Reload()
+		res := o.Reload()
 		status := http.StatusOK
 		switch {
 		case res.OK:
 		case res.File == "":
-			status = http.StatusConflict // the quickstart has no file to reload
+			status = http.StatusConflict // nothing to reload from
 		default:
 			status = http.StatusUnprocessableEntity
 		}
 		writeJSON(w, status, res)
 	})
+	// A page elsewhere must not make an operator's browser reload Portico:
+	// cross-origin POSTs are refused.
 	mux.Handle("POST /api/reload", http.NewCrossOriginProtection().Handler(reload))
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	_ = enc.Encode(v)
 }

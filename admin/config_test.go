@@ -4,32 +4,34 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
-	"time"
 
-	"github.com/portico/portico/balancer"
 	"github.com/portico/portico/config"
 )
 
 func TestConfigEndpoints(t *testing.T) {
-	loaded := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	cfg, err := config.Parse([]byte("[server]\nadmin_token = \"0123456789abcdef-secret\"\n[pools.app]\nbackends = [{ url = \"http://10.0.0.1:80\" }]\n[[routes]]\npool = \"app\"\n"), "p.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
 	result := ReloadResult{OK: true, File: "p.toml", Changes: []config.Change{{Section: "backends", Item: "app http://10.0.0.3:80", Op: "+"}}}
 	reloads := 0
-	api := &ConfigAPI{
-		Running: func() RunningConfig {
-			return RunningConfig{File: "p.toml", LoadedAt: loaded, Settings: config.Settings{"listeners": {"http": {"addr": `":80"`}}}}
-		},
+	h := Handler(Options{
+		Config: func() *config.Config { return cfg },
 		Reload: func() ReloadResult { reloads++; return result },
-	}
-	h := Handler(func() []*balancer.Pool { return nil }, api)
+	})
 
 	code, body := get(t, h, "/api/config")
 	var run RunningConfig
 	if err := json.Unmarshal([]byte(body), &run); err != nil || code != 200 {
 		t.Fatalf("GET /api/config: %d %v\n%s", code, err, body)
 	}
-	if run.File != "p.toml" || !run.LoadedAt.Equal(loaded) || run.Settings["listeners"]["http"]["addr"] != `":80"` {
+	if run.File != "p.toml" || run.SHA256 != cfg.Checksum || run.Settings["backends"]["app http://10.0.0.1:80"]["weight"] != "1" {
 		t.Errorf("GET /api/config: %+v", run)
+	}
+	if tok := run.Settings["server"]["server"]["admin_token"]; tok == "" || strings.Contains(body, "0123456789abcdef-secret") {
+		t.Errorf("admin_token shown as %q in %s", tok, body)
 	}
 
 	post := func(origin string) (int, ReloadResult) {
@@ -51,7 +53,7 @@ func TestConfigEndpoints(t *testing.T) {
 	}{
 		{"reloaded", result, http.StatusOK},
 		{"invalid file", ReloadResult{File: "p.toml", Errors: []string{"p.toml:3: routes[0].pool: no pool named \"x\""}}, http.StatusUnprocessableEntity},
-		{"quickstart", ReloadResult{Errors: []string{"running the built-in quickstart"}}, http.StatusConflict},
+		{"no file", ReloadResult{Errors: []string{"running the built-in quickstart"}}, http.StatusConflict},
 	} {
 		result = tc.result
 		code, res := post("")
@@ -65,5 +67,8 @@ func TestConfigEndpoints(t *testing.T) {
 	}
 	if code, _ := get(t, h, "/api/reload"); code != http.StatusMethodNotAllowed {
 		t.Errorf("GET /api/reload: %d, want 405", code)
+	}
+	if code, _ := get(t, Handler(Options{}), "/api/reload"); code != http.StatusNotFound {
+		t.Errorf("/api/reload without Reload: %d, want 404", code)
 	}
 }

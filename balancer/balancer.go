@@ -46,6 +46,7 @@ type state struct {
 	fails        atomic.Int32 // consecutive failed requests
 	ejectedUntil atomic.Int64 // monotonic ns; 0: not ejected
 	ejections    atomic.Int64 // ejections since start, for the admin side
+	ejected5xx   atomic.Int64 // those of them that 5xx responses tipped over
 	streak       atomic.Int32 // ejections since the last success, for backoff
 
 	rampUntil atomic.Int64 // slow start: monotonic ns at which the full share returns; 0: none
@@ -54,7 +55,8 @@ type state struct {
 	cost  atomic.Uint64 // float64 nanoseconds
 	stamp atomic.Int64  // monotonic ns of the last observation
 
-	check atomic.Pointer[Check] // last active probe, written by health
+	check                atomic.Pointer[Check] // last active probe, written by health
+	probesOK, probesFail atomic.Int64          // probes since start, by verdict
 }
 
 // NewBackend returns a usable backend. weight must be at least 1.
@@ -83,12 +85,13 @@ func (b *Backend) Successor(weight int) (*Backend, error) {
 	return s, nil
 }
 
-// Index is the backend's position in its pool's Backends, for callers
-// that keep something per backend in a slice beside the pool.
-func (b *Backend) Index() int { return b.index }
 
 // URL is the backend's scheme and host. Callers must not modify it.
 func (b *Backend) URL() *url.URL { return b.url }
+
+// Index is the backend's position in its pool, from 0: callers keep
+// per-backend data in slices indexed by it instead of looking backends up.
+func (b *Backend) Index() int { return b.index }
 
 // Weight is the backend's configured share of traffic.
 func (b *Backend) Weight() int { return b.weight }
@@ -111,12 +114,25 @@ const (
 // changed. A backend that comes back ramps up over the pool's slow start.
 func (b *Backend) SetUsable(usable bool) (changed bool) {
 	if !usable {
-		return b.gate.Or(gateDown)&gateDown == 0
+		if changed = b.gate.Or(gateDown)&gateDown == 0; changed {
+			b.transition("up", "down", b.checkDetail())
+		}
+		return changed
 	}
 	if changed = b.gate.And(^uint32(gateDown))&gateDown != 0; changed {
 		b.startRamp()
+		b.transition("down", "up", b.checkDetail())
 	}
 	return changed
+}
+
+// checkDetail is the last probe's detail: the reason for the active
+// checks' verdict, which health records before it sets the verdict.
+func (b *Backend) checkDetail() string {
+	if c := b.check.Load(); c != nil {
+		return c.Detail
+	}
+	return ""
 }
 
 // Healthy reports the active checks' verdict; true without checks.
@@ -177,9 +193,11 @@ type Pool struct {
 
 	ejectMu sync.Mutex // serialises ejections, so that two cannot both pass the max_ejected_percent check
 
-	// Shared with the pools that replace this one (Next), whose backends
-	// share in-flight counts with this one's: a request finishing on either
+	// Shared with the pools that replace this one (Next): the backends'
+	// transitions, and the max_conns queue, since their backends share
+	// in-flight counts with this one's and a request finishing on either
 	// frees a slot for requests queued in both.
+	history *transitions // recent state changes of the backends, for the admin side
 	waiters *queue
 }
 
@@ -239,18 +257,19 @@ const DefaultDecay = 10 * time.Second
 
 // NewPool builds a pool. The backends must not belong to another pool.
 func NewPool(name string, backends []*Backend, o Options) (*Pool, error) {
-	return newPool(name, backends, o, &queue{wake: make(chan struct{}, 1)})
+	return newPool(name, backends, o, &transitions{}, &queue{wake: make(chan struct{}, 1)})
 }
 
 // Next builds the pool that replaces p on a reload: the same name, with
 // backends that are new or successors of p's (Backend.Successor) and the
 // options now configured. Requests still running on p and those on the new
-// pool share one max_conns queue.
+// pool share one max_conns queue, and the backends' recent transitions
+// carry over.
 func (p *Pool) Next(backends []*Backend, o Options) (*Pool, error) {
-	return newPool(p.name, backends, o, p.waiters)
+	return newPool(p.name, backends, o, p.history, p.waiters)
 }
 
-func newPool(name string, backends []*Backend, o Options, q *queue) (*Pool, error) {
+func newPool(name string, backends []*Backend, o Options, h *transitions, q *queue) (*Pool, error) {
 	if len(backends) == 0 {
 		return nil, fmt.Errorf("balancer: pool %q has no backends", name)
 	}
@@ -266,7 +285,7 @@ func newPool(name string, backends []*Backend, o Options, q *queue) (*Pool, erro
 	if o.Passive.MaxFailTimeout < o.Passive.FailTimeout {
 		o.Passive.MaxFailTimeout = o.Passive.FailTimeout
 	}
-	p := &Pool{name: name, backends: backends, opts: o, log: o.Log, waiters: q}
+	p := &Pool{name: name, backends: backends, opts: o, log: o.Log, history: h, waiters: q}
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
 	}

@@ -256,7 +256,11 @@ func flatten(key string, v reflect.Value, secret bool, out map[string]string) {
 		v = v.Elem()
 	}
 	if secret || isSecretKey(key) {
-		sum := sha256.Sum256(fmt.Append(nil, v.Interface()))
+		raw := fmt.Append(nil, v.Interface())
+		if v.Kind() == reflect.String { // past a type that prints itself redacted
+			raw = []byte(v.String())
+		}
+		sum := sha256.Sum256(raw)
 		out[key] = `"(secret, sha256 ` + hex.EncodeToString(sum[:4]) + `)"`
 		return
 	}

@@ -1,6 +1,8 @@
 package config
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -54,7 +56,8 @@ func Load(path string) (*Config, error) {
 
 // Parse decodes and validates a document; file names it in messages.
 func Parse(data []byte, file string) (*Config, error) {
-	cfg := &Config{File: file}
+	sum := sha256.Sum256(data)
+	cfg := &Config{File: file, Checksum: hex.EncodeToString(sum[:])}
 	md, err := toml.Decode(string(data), cfg)
 	if err != nil {
 		var pe toml.ParseError

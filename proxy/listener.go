@@ -49,10 +49,19 @@ func (l *Listener) Addr() net.Addr { return l.raw.Addr() }
 // Serve puts srv in charge of the connections accepted from now on and
 // returns its generation, and the one it replaces (nil at first), which no
 // longer gets connections but serves those it has: Retire it. srv.Handler
-// is wrapped (see Generation). With srv.TLSConfig set, connections are TLS.
-func (l *Listener) Serve(srv *http.Server) (g, prev *Generation) {
+// is wrapped (see Generation). wrap, if not nil, wraps the listener srv
+// serves (to count connections, say); TLS, when srv.TLSConfig is set, goes
+// on top of it.
+func (l *Listener) Serve(srv *http.Server, wrap func(net.Listener) net.Listener) (g, prev *Generation) {
 	g = newGeneration(srv, l.Addr())
-	go func() { _ = srv.Serve(genListener{g}) }()
+	var sl net.Listener = genListener{g}
+	if wrap != nil {
+		sl = wrap(sl)
+	}
+	if g.tls != nil {
+		sl = tls.NewListener(sl, g.tls)
+	}
+	go func() { _ = srv.Serve(sl) }()
 	prev = l.target.Swap(g)
 	if prev != nil {
 		prev.stopAccepting()
@@ -244,9 +253,6 @@ type genListener struct{ g *Generation }
 func (l genListener) Accept() (net.Conn, error) {
 	select {
 	case c := <-l.g.conns:
-		if l.g.tls != nil {
-			return tls.Server(c, l.g.tls), nil
-		}
 		return c, nil
 	case <-l.g.closed:
 		return nil, net.ErrClosed

@@ -40,7 +40,7 @@ func listen(t *testing.T) *Listener {
 // serveGen starts a generation of a plain server answering as name.
 func serveGen(t *testing.T, l *Listener, name string) (g, prev *Generation) {
 	t.Helper()
-	g, prev = l.Serve(&http.Server{Handler: named(name), ReadHeaderTimeout: ioTimeout})
+	g, prev = l.Serve(&http.Server{Handler: named(name), ReadHeaderTimeout: ioTimeout}, nil)
 	t.Cleanup(func() { _ = g.Close() })
 	return g, prev
 }
@@ -144,7 +144,7 @@ func TestRetiredGenerationSendsGoAway(t *testing.T) {
 	if err := http2.ConfigureServer(srv, nil); err != nil {
 		t.Fatal(err)
 	}
-	g, _ := l.Serve(srv)
+	g, _ := l.Serve(srv, nil)
 	t.Cleanup(func() { _ = g.Close() })
 
 	conn, err := tls.Dial("tcp", l.Addr().String(), &tls.Config{RootCAs: ca.Pool(), ServerName: "front.test", NextProtos: []string{"h2"}})
@@ -230,7 +230,7 @@ func TestListenerCloseServesQueuedConnections(t *testing.T) {
 // An upgraded connection outlives its generation's retirement and shutdown.
 func TestUpgradedConnectionOutlivesItsGeneration(t *testing.T) {
 	l := listen(t)
-	g, _ := l.Serve(&http.Server{Handler: http.HandlerFunc(upgradeEcho), ReadHeaderTimeout: ioTimeout})
+	g, _ := l.Serve(&http.Server{Handler: http.HandlerFunc(upgradeEcho), ReadHeaderTimeout: ioTimeout}, nil)
 	conn, br := startUpgrade(t, l.Addr().String())
 	g.Retire()
 	ctx, cancel := context.WithTimeout(context.Background(), ioTimeout)

@@ -22,6 +22,7 @@ import (
 
 	"github.com/portico/portico/balancer"
 	"github.com/portico/portico/config"
+	"github.com/portico/portico/metrics"
 	"github.com/portico/portico/reqinfo"
 )
 
@@ -31,15 +32,27 @@ type Snapshot struct {
 	routes                   routeTable
 	upstreams                map[string]*upstream
 	pools                    []*balancer.Pool // sorted by name
+	unrouted                 *metrics.Route   // requests no route matched
 
 	// The predecessor's backend transports this snapshot does not use, for
 	// Drain to close.
 	retiring []retiring
 }
 
+// Option adds to what a snapshot is built with.
+type Option func(*options)
+
+type options struct {
+	metrics *metrics.Metrics
+}
+
+// WithMetrics records every request and backend attempt in m. Without it
+// nothing is recorded.
+func WithMetrics(m *metrics.Metrics) Option { return func(o *options) { o.metrics = m } }
+
 // NewSnapshot builds the runtime form of a validated configuration.
-func NewSnapshot(cfg *config.Config, log *slog.Logger) (*Snapshot, error) {
-	return NextSnapshot(nil, cfg, log)
+func NewSnapshot(cfg *config.Config, log *slog.Logger, opts ...Option) (*Snapshot, error) {
+	return NextSnapshot(nil, cfg, log, opts...)
 }
 
 // NextSnapshot builds the snapshot of cfg that replaces prev on a reload
@@ -50,18 +63,23 @@ func NewSnapshot(cfg *config.Config, log *slog.Logger) (*Snapshot, error) {
 // until the new snapshot is swapped in, and its requests finish on it.
 // Once the new snapshot is in use, Drain closes what prev used and it does
 // not.
-func NextSnapshot(prev *Snapshot, cfg *config.Config, log *slog.Logger) (*Snapshot, error) {
+func NextSnapshot(prev *Snapshot, cfg *config.Config, log *slog.Logger, opts ...Option) (*Snapshot, error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
 	s := &Snapshot{
 		bodyTimeout: cfg.Server.ClientBodyTimeout.Duration,
 		sendTimeout: cfg.Server.SendTimeout.Duration,
 		upstreams:   make(map[string]*upstream, len(cfg.Pools)),
+		unrouted:    o.metrics.Route(metrics.Unrouted),
 	}
 	for name, pc := range cfg.Pools {
 		var before *upstream
 		if prev != nil {
 			before = prev.upstreams[name]
 		}
-		up, err := newUpstream(name, pc, before, log)
+		up, err := newUpstream(name, pc, before, log, o.metrics)
 		if err != nil {
 			return nil, fmt.Errorf("pool %q: %w", name, err)
 		}
@@ -87,6 +105,7 @@ func NextSnapshot(prev *Snapshot, cfg *config.Config, log *slog.Logger) (*Snapsh
 			prefix: rc.PathPrefix,
 			strip:  rc.StripPrefix,
 			pool:   rc.Pool,
+			stats:  o.metrics.Route(rc.Name),
 		}
 		rt.handler = newForwarder(rt, up, cfg.Server.Trusted, log)
 		routes = append(routes, rt)
@@ -130,13 +149,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx, info := reqinfo.NewContext(r.Context())
 	info.Start = time.Now()
 	d, _ := w.(deadliner) // before wrapping: the wrappers hide it
-	h.serve(&recorder{ResponseWriter: w, info: info}, d, r.WithContext(ctx), info)
+	stats := h.serve(&recorder{ResponseWriter: w, info: info}, d, r.WithContext(ctx), info)
 	if info.Status == 0 {
 		info.Status = http.StatusOK // a handler that wrote nothing sent an empty 200
 	}
+	stats.Observe(r.Method, info.Status, time.Since(info.Start), info.BytesOut)
 }
 
-func (h *Handler) serve(w http.ResponseWriter, d deadliner, r *http.Request, info *reqinfo.Info) {
+// serve answers the request and returns the series it is recorded in.
+func (h *Handler) serve(w http.ResponseWriter, d deadliner, r *http.Request, info *reqinfo.Info) *metrics.Route {
 	if hasDotSegment(r.URL.Path) {
 		// Resolve "." and ".." before matching, as nginx does, so that
 		// "/public/../admin" cannot match "/public" and reach a backend
@@ -147,13 +168,14 @@ func (h *Handler) serve(w http.ResponseWriter, d deadliner, r *http.Request, inf
 	rt := s.routes.match(r.Host, r.URL.Path)
 	if rt == nil {
 		http.Error(w, "no route for this host and path", http.StatusNotFound)
-		return
+		return s.unrouted
 	}
 	info.Route, info.Pool = rt.name, rt.pool
 	if d != nil {
 		w = guardSlowClient(w, d, r, s.bodyTimeout, s.sendTimeout)
 	}
 	rt.handler.ServeHTTP(w, r)
+	return rt.stats
 }
 
 func hasDotSegment(p string) bool {

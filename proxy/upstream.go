@@ -10,6 +10,7 @@ import (
 
 	"github.com/portico/portico/balancer"
 	"github.com/portico/portico/config"
+	"github.com/portico/portico/metrics"
 )
 
 // upstream is a pool at run time: the balancer's pool, each backend's
@@ -21,14 +22,15 @@ type upstream struct {
 	scheme  string        // what the transports expect in request URLs
 	retries int
 	budget  *retryBudget
-	cfg     *config.Pool // for the next reload to compare against
+	stats   *metrics.Pool // nil without metrics
+	cfg     *config.Pool  // for the next reload to compare against
 }
 
 // newUpstream builds the pool named name. prev is the pool of that name in
 // the snapshot being replaced, or nil: a backend that was in it (same URL)
 // keeps its state, and its connections too while the transport settings
 // stay the same.
-func newUpstream(name string, pc *config.Pool, prev *upstream, log *slog.Logger) (*upstream, error) {
+func newUpstream(name string, pc *config.Pool, prev *upstream, log *slog.Logger, m *metrics.Metrics) (*upstream, error) {
 	var before map[string]int // backend URL -> index in prev
 	keepConns := false
 	if prev != nil {
@@ -40,6 +42,7 @@ func newUpstream(name string, pc *config.Pool, prev *upstream, log *slog.Logger)
 	}
 	backends := make([]*balancer.Backend, 0, len(pc.Backends))
 	conns := make([]*transports, 0, len(pc.Backends))
+	hosts := make([]string, 0, len(pc.Backends))
 	for _, bc := range pc.Backends {
 		var b *balancer.Backend
 		var t *transports
@@ -60,6 +63,7 @@ func newUpstream(name string, pc *config.Pool, prev *upstream, log *slog.Logger)
 		}
 		backends = append(backends, b)
 		conns = append(conns, t)
+		hosts = append(hosts, bc.Parsed.Host)
 	}
 	var pool *balancer.Pool
 	var err error
@@ -75,7 +79,10 @@ func newUpstream(name string, pc *config.Pool, prev *upstream, log *slog.Logger)
 	if prev != nil && prev.cfg.RetryBudgetPercent == pc.RetryBudgetPercent {
 		budget = prev.budget // what retries have spent stays spent
 	}
-	return &upstream{pool: pool, conns: conns, scheme: conns[0].scheme, retries: pc.Retries, budget: budget, cfg: pc}, nil
+	return &upstream{
+		pool: pool, conns: conns, scheme: conns[0].scheme, retries: pc.Retries,
+		budget: budget, stats: m.Pool(name, hosts), cfg: pc,
+	}, nil
 }
 
 // dialError marks a failure to connect: the request never left, so any
@@ -119,6 +126,7 @@ func (u *upstream) RoundTrip(req *http.Request) (*http.Response, error) {
 		if attempt >= u.retries || !retryable(req, body, err) || !u.budget.retry() {
 			return nil, err
 		}
+		u.stats.Retry()
 	}
 }
 

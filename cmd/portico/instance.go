@@ -5,16 +5,15 @@ import (
 	"crypto/tls"
 	"errors"
 	"log/slog"
-	"net/http"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/portico/portico/admin"
-	"github.com/portico/portico/balancer"
 	"github.com/portico/portico/config"
 	"github.com/portico/portico/health"
+	"github.com/portico/portico/metrics"
 	"github.com/portico/portico/proxy"
 	"github.com/portico/portico/tlsmgr"
 )
@@ -28,12 +27,10 @@ type instance struct {
 	log   *slog.Logger
 	level *slog.LevelVar // nil: the level is not the configuration's
 
-	// ready is the readiness flag: set once the configuration is in force
-	// and every listener bound, cleared when shutdown starts. /readyz (the
-	// admin side's) reads it.
-	ready atomic.Bool
-	// reloaded, when set, is told of every reload attempt (metrics).
-	reloaded func(ok bool, at time.Time)
+	// ready is set once the configuration is in force and every listener
+	// bound, and cleared when shutdown starts: /readyz answers from it.
+	ready   admin.Readiness
+	metrics *metrics.Metrics // nil until a configuration has an admin listener
 
 	ctx    context.Context // ends at shutdown: drains, retired servers, ACME orders
 	cancel context.CancelFunc
@@ -41,25 +38,19 @@ type instance struct {
 
 	mu        sync.Mutex // one reload at a time, none once shutdown started
 	closing   bool
-	running   atomic.Pointer[running]
+	running   atomic.Pointer[config.Config] // the configuration in force
 	handler   *proxy.Handler
 	checks    *health.Group
 	certs     tlsmgr.Current
 	tlsConfig *tls.Config // the HTTPS listener's; each server gets a clone
 	acmeStop  context.CancelFunc
-	admin     http.Handler
 	slots     map[string]*slot
+	bound     atomic.Pointer[[]admin.Listener]      // the listeners' addresses, for the admin side
 	handover  map[*proxy.Listener]*struct{ string } // sockets given up, accepting until drain_timeout
 	watch     *watcher
 
 	gensMu sync.Mutex
 	gens   map[*proxy.Generation]string // server generations alive, by listener name
-}
-
-// running is the configuration in force and when it was loaded.
-type running struct {
-	cfg *config.Config
-	at  time.Time
 }
 
 // start puts cfg in force: it binds every listener and starts serving.
@@ -69,25 +60,23 @@ func start(cfg *config.Config, path string, log *slog.Logger, level *slog.LevelV
 		handover: map[*proxy.Listener]*struct{ string }{}, gens: map[*proxy.Generation]string{}}
 	in.ctx, in.cancel = context.WithCancel(context.Background())
 	in.tlsConfig = in.certs.TLSConfig()
-	in.admin = admin.Handler(
-		func() []*balancer.Pool { return in.handler.Snapshot().Pools() },
-		&admin.ConfigAPI{Running: in.runningConfig, Reload: func() admin.ReloadResult { return in.reload("admin API") }},
-	)
 	if _, err := in.apply(cfg); err != nil {
 		in.cancel()
+		in.bg.Wait()
 		return nil, err
 	}
-	in.ready.Store(true)
+	in.ready.Set(true)
 	return in, nil
 }
 
 // apply puts cfg in force and returns what changed.
 func (in *instance) apply(cfg *config.Config) ([]config.Change, error) {
+	in.startMetrics(cfg)
 	var prevSnap *proxy.Snapshot
 	if in.handler != nil {
 		prevSnap = in.handler.Snapshot()
 	}
-	snap, err := proxy.NextSnapshot(prevSnap, cfg, in.log)
+	snap, err := proxy.NextSnapshot(prevSnap, cfg, in.log, proxy.WithMetrics(in.metrics))
 	if err != nil {
 		return nil, err
 	}
@@ -126,6 +115,7 @@ func (in *instance) apply(cfg *config.Config) ([]config.Change, error) {
 		in.handler.Swap(snap)
 		in.bg.Go(func() { snap.Drain(in.ctx, cfg.Server.DrainTimeout.Duration) })
 	}
+	prev := in.running.Swap(cfg)
 	in.certs.Store(certs)
 	in.servePlan(cfg, plan)
 	if in.acmeStop != nil {
@@ -143,14 +133,13 @@ func (in *instance) apply(cfg *config.Config) ([]config.Change, error) {
 		in.level.Set(level)
 	}
 	in.syncWatcher(cfg)
-	prev := in.running.Swap(&running{cfg: cfg, at: time.Now()})
 	if prev == nil {
 		return nil, nil
 	}
-	if prev.cfg.Log.Format != cfg.Log.Format {
-		in.log.Warn("log.format takes effect at the next start", "format", prev.cfg.Log.Format, "configured", cfg.Log.Format)
+	if prev.Log.Format != cfg.Log.Format {
+		in.log.Warn("log.format takes effect at the next start", "format", prev.Log.Format, "configured", cfg.Log.Format)
 	}
-	return config.Diff(prev.cfg.Settings(), cfg.Settings()), nil
+	return config.Diff(prev.Settings(), cfg.Settings()), nil
 }
 
 // reload reads the configuration file again and puts it in force. What
@@ -176,8 +165,8 @@ func (in *instance) reload(trigger string) admin.ReloadResult {
 	if err == nil {
 		changes, err = in.apply(cfg)
 	}
-	if in.reloaded != nil {
-		in.reloaded(err == nil, at)
+	if in.metrics != nil {
+		in.metrics.ConfigReload(err == nil, at)
 	}
 	if err != nil {
 		res.Errors = problemLines(err)
@@ -208,11 +197,6 @@ func problemLines(err error) []string {
 		return lines
 	}
 	return []string{err.Error()}
-}
-
-func (in *instance) runningConfig() admin.RunningConfig {
-	r := in.running.Load()
-	return admin.RunningConfig{File: in.path, LoadedAt: r.at, Settings: r.cfg.Settings()}
 }
 
 // addrs are the bound listener addresses.
@@ -270,12 +254,12 @@ var errForced = errors.New("stopped at once by a second signal; requests still r
 // that a load balancer polling /readyz sees 503 rather than a refused
 // connection. Closing force cuts everything at once.
 func (in *instance) shutdown(force <-chan struct{}) error {
-	in.ready.Store(false)
+	in.ready.Set(false)
 	sdNotify("STOPPING=1")
 	in.mu.Lock()
 	in.closing = true
 	in.stopWatcher()
-	timeout := in.running.Load().cfg.Server.ShutdownTimeout.Duration
+	timeout := in.running.Load().Server.ShutdownTimeout.Duration
 	proxySockets, adminSockets := in.socketsOf("http", "https"), in.socketsOf("admin")
 	in.mu.Unlock()
 	in.log.Info("shutting down", "timeout", timeout.String())

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/portico/portico/admin"
 	"github.com/portico/portico/config"
 	"github.com/portico/portico/proxy"
 )
@@ -162,7 +163,8 @@ func (in *instance) servePlan(cfg *config.Config, plan *listenerPlan) {
 			next[name] = old
 			continue
 		}
-		gen, prev := ln.Serve(in.newServer(name, cfg, next))
+		srv := in.newServer(name, cfg, next)
+		gen, prev := ln.Serve(srv, in.trackConns(name, srv))
 		in.track(name, gen)
 		if prev != nil {
 			prev.Retire()
@@ -177,6 +179,13 @@ func (in *instance) servePlan(cfg *config.Config, plan *listenerPlan) {
 		}
 	}
 	in.slots = next
+	var bound []admin.Listener
+	for _, name := range listenerNames {
+		if s := next[name]; s != nil {
+			bound = append(bound, admin.Listener{Name: name, Addr: s.ln.Addr().String()})
+		}
+	}
+	in.bound.Store(&bound)
 }
 
 // handOver retires a listener's socket: it accepts for drain more, its
@@ -210,7 +219,12 @@ func (in *instance) handOver(name string, s *slot, drain time.Duration) {
 // HTTPS port it redirects to.
 func (in *instance) serverSpec(name string, cfg *config.Config, slots map[string]*slot) any {
 	if name == "admin" {
-		return cfg.Server.ReadHeaderTimeout.Duration
+		type admin struct {
+			readHeader time.Duration
+			token      config.Secret
+			pprof      bool
+		}
+		return admin{cfg.Server.ReadHeaderTimeout.Duration, cfg.Server.AdminToken, cfg.Server.AdminPprof}
 	}
 	type spec struct {
 		server    config.Server
@@ -219,6 +233,7 @@ func (in *instance) serverSpec(name string, cfg *config.Config, slots map[string
 	sp := spec{server: cfg.Server}
 	// Keys that concern the request path or the process, not the server.
 	sp.server.HTTPAddr, sp.server.HTTPSAddr, sp.server.AdminAddr = "", "", ""
+	sp.server.AdminToken, sp.server.AdminPprof = "", false
 	sp.server.TrustedProxies, sp.server.Trusted = nil, nil
 	sp.server.ClientBodyTimeout, sp.server.SendTimeout = config.Duration{}, config.Duration{}
 	sp.server.ShutdownTimeout, sp.server.DrainTimeout = config.Duration{}, config.Duration{}
@@ -240,7 +255,7 @@ func httpsPort(slots map[string]*slot) string {
 func (in *instance) newServer(name string, cfg *config.Config, slots map[string]*slot) *http.Server {
 	switch name {
 	case "admin":
-		return &http.Server{Handler: in.admin, ReadHeaderTimeout: cfg.Server.ReadHeaderTimeout.Duration}
+		return &http.Server{Handler: admin.Handler(in.adminOptions(cfg)), ReadHeaderTimeout: cfg.Server.ReadHeaderTimeout.Duration}
 	case "https":
 		srv, err := proxy.NewTLSServer(&cfg.Server, in.handler, in.tlsConfig.Clone(), in.log)
 		if err != nil { // validated settings cannot fail it

@@ -43,7 +43,7 @@ func TestRefusedReloadsChangeNothing(t *testing.T) {
 	be := startUpstream(t, "b", answer(0))
 	r := startRig(t, simpleDoc("127.0.0.1:0", "", be))
 	addr := r.in.addrs().http
-	before := r.in.runningConfig()
+	before := r.in.running.Load()
 	taken, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -80,7 +80,7 @@ func TestRefusedReloadsChangeNothing(t *testing.T) {
 			if got := r.in.addrs().http; got != addr {
 				t.Errorf("listener moved to %s", got)
 			}
-			if now := r.in.runningConfig(); !now.LoadedAt.Equal(before.LoadedAt) {
+			if r.in.running.Load() != before {
 				t.Error("the running configuration was replaced")
 			}
 		})
@@ -181,7 +181,7 @@ func TestWatchConfigReloadsOnRename(t *testing.T) {
 		t.Errorf("%d reloads for one save, want 1", n)
 	}
 	r.in.mu.Lock()
-	if cfg := r.in.running.Load().cfg; cfg.Server.IdleTimeout.Duration != 34*time.Second {
+	if cfg := r.in.running.Load(); cfg.Server.IdleTimeout.Duration != 34*time.Second {
 		t.Errorf("idle_timeout %v after the save, want the last write's 34s", cfg.Server.IdleTimeout.Duration)
 	}
 	r.in.mu.Unlock()
@@ -272,7 +272,7 @@ redirect_http = false
 cert_file = "`+certFile+`"
 key_file = "`+keyFile+`"`, be))
 	addrs := r.in.addrs()
-	if !r.in.ready.Load() {
+	if !r.in.ready.Ready() {
 		t.Fatal("not ready after start")
 	}
 
@@ -312,7 +312,7 @@ key_file = "`+keyFile+`"`, be))
 	done := make(chan error, 1)
 	go func() { done <- r.stop() }()
 	start := time.Now()
-	waitUntil(t, "readiness off", func() bool { return !r.in.ready.Load() })
+	waitUntil(t, "readiness off", func() bool { return !r.in.ready.Ready() })
 	_ = idle.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if n, err := idle.Read(make([]byte, 1)); err == nil || n != 0 {
 		t.Errorf("idle keep-alive connection: read %d, %v; want it closed", n, err)

@@ -123,8 +123,7 @@ func diffRunning(cfg *config.Config, api adminFlags, stdout, stderr io.Writer) i
 		return 1
 	}
 	changes := config.Diff(run.Settings, cfg.Settings())
-	fmt.Fprintf(stdout, "Compared with the configuration running at %s (%s, loaded %s):\n",
-		*api.url, orQuickstart(run.File), run.LoadedAt.Local().Format(time.DateTime))
+	fmt.Fprintf(stdout, "Compared with the configuration running at %s (%s, sha256 %.12s):\n", *api.url, run.File, run.SHA256)
 	printChanges(stdout, changes)
 	if len(changes) == 0 {
 		fmt.Fprintln(stdout, "no changes: a reload would change nothing")

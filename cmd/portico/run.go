@@ -56,7 +56,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	if demo != nil {
-		printQuickstart(stdout, in.addrs())
+		printQuickstart(stdout, in.addrs(), demo)
 	}
 	sdNotify("READY=1")
 	for sig := range sigs {
@@ -121,7 +121,8 @@ func quickstart() (*config.Config, []*http.Server, error) {
 		if err != nil {
 			return nil, nil, fmt.Errorf("quickstart demo backend: %w", err)
 		}
-		srv := &http.Server{Handler: demoBackend(name), ReadHeaderTimeout: 10 * time.Second}
+		srv := &http.Server{ReadHeaderTimeout: 10 * time.Second, Addr: ln.Addr().String()}
+		srv.Handler = demoBackend(name, srv)
 		go func() { _ = srv.Serve(ln) }()
 		servers = append(servers, srv)
 		doc = strings.ReplaceAll(doc, fmt.Sprintf("{{DEMO%d}}", i+1), ln.Addr().String())
@@ -130,8 +131,15 @@ func quickstart() (*config.Config, []*http.Server, error) {
 	return cfg, servers, err
 }
 
-func demoBackend(name string) http.Handler {
+// demoBackend greets whoever calls it. POST /stop stops it, as a crashed
+// backend would, to watch Portico route around it.
+func demoBackend(name string, srv *http.Server) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost && r.URL.Path == "/stop" {
+			fmt.Fprintf(w, "%s stops\n", name)
+			go func() { _ = srv.Close() }()
+			return
+		}
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Header().Set("X-Demo-Backend", name)
 		fmt.Fprintf(w, "Hello from %s: %s %s (X-Forwarded-For: %s)\n",
@@ -139,17 +147,19 @@ func demoBackend(name string) http.Handler {
 	})
 }
 
-func printQuickstart(w io.Writer, a listenAddrs) {
+func printQuickstart(w io.Writer, a listenAddrs, demo []*http.Server) {
 	fmt.Fprintf(w, `
 Portico quickstart is running: two demo backends behind one proxy, round robin.
 
-  curl http://%[1]s/         # run it twice: demo-1 and demo-2 take turns
-  curl http://%[2]s/api/pools   # backends and their state (admin listener)
+  curl http://%[1]s/           # run it twice: demo-1 and demo-2 take turns
+  open http://%[2]s/           # the dashboard: traffic, backends, health
+  curl http://%[2]s/metrics    # Prometheus metrics
+  curl -X POST http://%[3]s/stop   # stop demo-2 and watch it go down
 
 Write your own configuration from config.example.toml, then:
   portico validate -config portico.toml && portico run -config portico.toml
 
 Ctrl-C stops.
 
-`, a.http, a.admin)
+`, a.http, a.admin, demo[len(demo)-1].Addr)
 }

@@ -1,0 +1,69 @@
+package main
+
+import (
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/portico/portico/admin"
+	"github.com/portico/portico/balancer"
+	"github.com/portico/portico/config"
+	"github.com/portico/portico/metrics"
+	"github.com/portico/portico/tlsmgr"
+)
+
+// startTime is when the process started, for uptime.
+var startTime = time.Now()
+
+// adminOptions wires what the admin listener of cfg shows to the running
+// parts, read per request so that it always shows what is in force: the
+// configuration, the snapshot's pools, the listeners, the certificates, the
+// metrics. Metrics read the same state at scrape time.
+func (in *instance) adminOptions(cfg *config.Config) admin.Options {
+	return admin.Options{
+		Version:      versionString(),
+		Started:      startTime,
+		Config:       func() *config.Config { return in.running.Load() },
+		Pools:        in.pools,
+		Listeners:    func() []admin.Listener { return *in.bound.Load() },
+		Certificates: in.certificates,
+		Metrics:      in.metrics,
+		Ready:        &in.ready,
+		Token:        string(cfg.Server.AdminToken),
+		Pprof:        cfg.Server.AdminPprof,
+		Reload:       func() admin.ReloadResult { return in.reload("admin API") },
+	}
+}
+
+func (in *instance) pools() []*balancer.Pool { return in.handler.Snapshot().Pools() }
+
+// certificates lists those of the manager in service; none without HTTPS.
+func (in *instance) certificates() []tlsmgr.CertInfo {
+	if m := in.certs.Load(); m != nil {
+		return m.Certificates()
+	}
+	return nil
+}
+
+// startMetrics starts recording metrics, once a configuration has an admin
+// listener to read them from: without one nobody could, and the request
+// path is spared the cost.
+func (in *instance) startMetrics(cfg *config.Config) {
+	if in.metrics != nil || cfg.Server.AdminAddr == config.Off {
+		return
+	}
+	m := metrics.New(versionString())
+	m.WatchPools(in.pools)
+	m.WatchCertificates(in.certificates)
+	in.bg.Go(func() { m.Run(in.ctx) }) // closes each second of the dashboard's history
+	in.metrics = m
+}
+
+// trackConns counts a proxy listener's connections in the metrics.
+func (in *instance) trackConns(name string, srv *http.Server) func(net.Listener) net.Listener {
+	if name == "admin" {
+		return nil
+	}
+	m := in.metrics
+	return func(ln net.Listener) net.Listener { return m.TrackConns(name, srv, ln) }
+}
