@@ -85,7 +85,6 @@ func (b *Backend) Successor(weight int) (*Backend, error) {
 	return s, nil
 }
 
-
 // URL is the backend's scheme and host. Callers must not modify it.
 func (b *Backend) URL() *url.URL { return b.url }
 
