@@ -88,6 +88,13 @@ func TestRefusedReloadsChangeNothing(t *testing.T) {
 	// The bind that failed left nothing bound on the way: the good file
 	// reloads, and the taken port was never bound by Portico.
 	r.reload(simpleDoc(addr, "", be))
+	mfs := scrape(t, r.in.addrs().admin)
+	if f, ok := sample(mfs, "portico_config_reloads_total", "result", "failure"), sample(mfs, "portico_config_reloads_total", "result", "success"); f != 3 || ok != 1 {
+		t.Errorf("portico_config_reloads_total: %v failed, %v succeeded; want 3 and 1", f, ok)
+	}
+	if v := sample(mfs, "portico_config_last_reload_successful"); v != 1 {
+		t.Errorf("portico_config_last_reload_successful = %v after the good reload", v)
+	}
 }
 
 // A hundred reloads, each rebuilding pools, health checks and the plain
