@@ -9,11 +9,11 @@ import (
 	"net/http/httptest"
 	"reflect"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/portico/portico/config"
+	"github.com/portico/portico/internal/testserve"
 )
 
 // reloadable is a proxy whose snapshot a test replaces.
@@ -66,33 +66,18 @@ func (r *reloadable) reload(t *testing.T, cfg *config.Config, drain time.Duratio
 }
 
 // countedBackend is startBackend with its connections counted.
-func countedBackend(t *testing.T, h http.HandlerFunc) (*backend, *connCounter) {
+func countedBackend(t *testing.T, h http.HandlerFunc) (*backend, *testserve.Conns) {
 	t.Helper()
 	b := &backend{}
 	b.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b.hits.Add(1)
 		h(w, r)
 	}))
-	cc := &connCounter{}
-	cc.track(b)
+	cc := &testserve.Conns{}
+	cc.Track(b.Config)
 	b.Start()
 	t.Cleanup(b.Close)
 	return b, cc
-}
-
-// connCounter counts a backend's TCP connections as they open and close.
-type connCounter struct{ opened, closed atomic.Int64 }
-
-func (c *connCounter) track(b *backend) {
-	b.Config.ConnState = func(_ net.Conn, s http.ConnState) {
-		switch s {
-		case http.StateNew:
-			c.opened.Add(1)
-			b.conns.Add(1)
-		case http.StateClosed, http.StateHijacked:
-			c.closed.Add(1)
-		}
-	}
 }
 
 func waitCond(t *testing.T, what string, cond func() bool) time.Duration {
@@ -140,17 +125,17 @@ func TestReloadKeepsBackendStateAndConnections(t *testing.T) {
 		t.Error("retry budget started afresh though retry_budget_percent did not change")
 	}
 	waitCond(t, "the removed backend's idle connection closed", func() bool {
-		return removedConns.closed.Load() == removedConns.opened.Load()
+		return removedConns.Open() == 0
 	})
 
 	up.pool.Backends()[0].SetUsable(true)
-	opened := keptConns.opened.Load()
+	opened := keptConns.Opened.Load()
 	for range 6 {
 		if _, body := get(t, c, p.url, ""); body != "ok" {
 			t.Fatalf("after reload: %q", body)
 		}
 	}
-	if n := keptConns.opened.Load() - opened; n != 0 {
+	if n := keptConns.Opened.Load() - opened; n != 0 {
 		t.Errorf("the kept backend's connection was not reused: %d new connections", n)
 	}
 	if removed.hits.Load() != 2 || added.hits.Load() == 0 {
@@ -170,32 +155,20 @@ func TestReloadWithNewTransportSettingsReplacesConnections(t *testing.T) {
 	if next.upstreams["p"].conns[0] == before {
 		t.Fatal("transports kept though dial_timeout changed")
 	}
-	waitCond(t, "old connection closed", func() bool { return cc.closed.Load() == 1 })
+	waitCond(t, "old connection closed", func() bool { return cc.Ended.Load() == 1 })
 	get(t, c, p.url, "")
-	if cc.opened.Load() != 2 {
-		t.Errorf("%d backend connections, want 2 (one per transport)", cc.opened.Load())
+	if cc.Opened.Load() != 2 {
+		t.Errorf("%d backend connections, want 2 (one per transport)", cc.Opened.Load())
 	}
 }
 
-// sseBackend streams one event per request it sees on /events until the
-// client leaves.
+// sseBackend streams events on /events and upgrades elsewhere.
 func sseBackend(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Path != "/events" {
 		upgradeEcho(w, r)
 		return
 	}
-	w.Header().Set("Content-Type", "text/event-stream")
-	rc := http.NewResponseController(w)
-	for i := 0; ; i++ {
-		if _, err := io.WriteString(w, "data: tick\n\n"); err != nil || rc.Flush() != nil {
-			return
-		}
-		select {
-		case <-r.Context().Done():
-			return
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
+	testserve.Events(w, r)
 }
 
 // echoes reports whether an upgraded connection still echoes.

@@ -11,7 +11,6 @@ import (
 	"regexp"
 	"runtime"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,6 +18,7 @@ import (
 
 	"github.com/portico/portico/internal/leakcheck"
 	"github.com/portico/portico/internal/testcert"
+	"github.com/portico/portico/internal/testserve"
 )
 
 // simpleDoc is a configuration of one pool of the given backends on the
@@ -105,9 +105,9 @@ func TestHundredReloadsLeakNothing(t *testing.T) {
 		t.Skip("100 reloads")
 	}
 	a := startUpstream(t, "a", answer(0))
-	var cc connCount
+	var cc testserve.Conns
 	b := startUpstream(t, "b", answer(0))
-	cc.track(b)
+	cc.Track(b.srv)
 	doc := func(i int) string {
 		us := []*upstream{a}
 		if i%2 == 1 {
@@ -142,27 +142,11 @@ func TestHundredReloadsLeakNothing(t *testing.T) {
 	r.reload(doc(0)) // b removed: its connections close
 	client.CloseIdleConnections()
 	leakcheck.Settle(t, goroutines, "100 reloads")
-	waitUntil(t, "b's connections closed", func() bool { return cc.open() == 0 })
+	waitUntil(t, "b's connections closed", func() bool { return cc.Open() == 0 })
 	waitUntil(t, "file descriptors back", func() bool { return openFDs(t) <= fds })
 	t.Logf("after 100 reloads: %d goroutines (%d before), %d file descriptors (%d before); backend b saw %d connections, all closed",
-		runtime.NumGoroutine(), goroutines, openFDs(t), fds, cc.opened.Load())
+		runtime.NumGoroutine(), goroutines, openFDs(t), fds, cc.Opened.Load())
 }
-
-// connCount counts a test backend's connections.
-type connCount struct{ opened, closed atomic.Int64 }
-
-func (c *connCount) track(u *upstream) {
-	u.srv.ConnState = func(_ net.Conn, s http.ConnState) {
-		switch s {
-		case http.StateNew:
-			c.opened.Add(1)
-		case http.StateClosed, http.StateHijacked:
-			c.closed.Add(1)
-		}
-	}
-}
-
-func (c *connCount) open() int64 { return c.opened.Load() - c.closed.Load() }
 
 func openFDs(t *testing.T) int {
 	t.Helper()

@@ -18,6 +18,7 @@ import (
 	"github.com/portico/portico/admin"
 	"github.com/portico/portico/config"
 	"github.com/portico/portico/internal/testlog"
+	"github.com/portico/portico/internal/testserve"
 )
 
 // rig is Portico running in this process from a configuration file that a
@@ -113,7 +114,7 @@ func startTraced(t *testing.T, name string) *traced {
 		tr.last.Store(now)
 		switch {
 		case r.URL.Path == "/ws/events":
-			streamEvents(w, r)
+			testserve.Events(w, r)
 		case strings.HasPrefix(r.URL.Path, "/ws"):
 			echoUpgrade(w, r)
 		default:
@@ -122,21 +123,6 @@ func startTraced(t *testing.T, name string) *traced {
 		}
 	})
 	return tr
-}
-
-func streamEvents(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("Content-Type", "text/event-stream")
-	rc := http.NewResponseController(w)
-	for {
-		if _, err := io.WriteString(w, "data: tick\n\n"); err != nil || rc.Flush() != nil {
-			return
-		}
-		select {
-		case <-r.Context().Done():
-			return
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
 }
 
 func echoUpgrade(w http.ResponseWriter, _ *http.Request) {
