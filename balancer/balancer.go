@@ -100,8 +100,15 @@ func (b *Backend) Weight() int { return b.weight }
 // has run its time ends here, on first look.
 func (b *Backend) Usable() bool {
 	// Kept small enough to inline: every pick calls it for each candidate.
-	g := b.gate.Load()
-	return g == 0 || g == gateEjected && b.ejectionOver()
+	return b.gate.Load() == 0 || b.usableAfterAll()
+}
+
+// usableAfterAll is Usable's rare case: a backend that is out may be only
+// ejected, and its ejection over. Not inlined, so that Usable is.
+//
+//go:noinline
+func (b *Backend) usableAfterAll() bool {
+	return b.gate.Load() == gateEjected && b.ejectionOver()
 }
 
 const (
