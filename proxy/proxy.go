@@ -86,8 +86,9 @@ func NextSnapshot(prev *Snapshot, cfg *config.Config, log *slog.Logger, opts ...
 		s.upstreams[name] = up
 		s.pools = append(s.pools, up.pool)
 	}
-	// The middleware chains are built here too, from prev's where their
-	// options are unchanged, so that stateful ones (rate limits) keep state.
+	// Seam for the middleware chain (issue 8): build the snapshot's
+	// middlewares here from prev's, so that those whose options did not
+	// change keep their state (rate-limit buckets).
 	if prev != nil {
 		s.retiring = retiringFrom(prev, s)
 	}

@@ -14,6 +14,9 @@ import (
 
 	"github.com/portico/portico/config"
 	"github.com/portico/portico/internal/testserve"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
 
 // reloadable is a proxy whose snapshot a test replaces.
@@ -266,4 +269,68 @@ func TestEveryPoolKeyIsClassified(t *testing.T) {
 		}
 	}
 	walk(reflect.TypeFor[config.Pool]())
+}
+
+// pacedWatch streams a health status each time the test sends on next,
+// until the client leaves.
+type pacedWatch struct {
+	healthpb.UnimplementedHealthServer
+	next chan struct{}
+}
+
+func (p pacedWatch) Watch(_ *healthpb.HealthCheckRequest, stream healthpb.Health_WatchServer) error {
+	for {
+		select {
+		case <-p.next:
+		case <-stream.Context().Done():
+			return nil
+		}
+		if err := stream.Send(&healthpb.HealthCheckResponse{Status: healthpb.HealthCheckResponse_SERVING}); err != nil {
+			return err
+		}
+	}
+}
+
+// A gRPC stream through Portico to an h2c backend that stays carries on
+// across reloads and past drain_timeout.
+func TestGRPCStreamSurvivesReloads(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	watch := pacedWatch{next: make(chan struct{})}
+	srv := grpc.NewServer()
+	healthpb.RegisterHealthServer(srv, watch)
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(srv.Stop)
+	other := startBackend(t, textHandler("ok"))
+	doc := func(extra string) *config.Config {
+		return parseConfig(t, "[server]\nh2c = true\n"+poolDoc("h2c://"+ln.Addr().String())+anyRoute+extra, nil)
+	}
+	p := startReloadable(t, doc(""))
+	conn, err := grpc.NewClient("passthrough:///"+p.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), ioTimeout)
+	defer cancel()
+	stream, err := healthpb.NewHealthClient(conn).Watch(ctx, &healthpb.HealthCheckRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	recv := func(when string) {
+		t.Helper()
+		watch.next <- struct{}{}
+		if _, err := stream.Recv(); err != nil {
+			t.Fatalf("stream %s: %v", when, err)
+		}
+	}
+	recv("before the reloads")
+	_, done := p.reload(t, doc("[pools.other]\nbackends = [{ url = \""+other.URL+"\" }]\n[[routes]]\npath_prefix = \"/other\"\npool = \"other\"\n"), 50*time.Millisecond)
+	recv("after a reload")
+	<-done
+	_, done = p.reload(t, doc(""), 50*time.Millisecond)
+	<-done
+	recv("after drain_timeout of a reload that removed another pool")
 }

@@ -324,3 +324,54 @@ key_file = "`+keyFile+`"`, be))
 		t.Errorf("shutdown: %v", err)
 	}
 }
+
+// New server limits apply to new connections; a keep-alive connection
+// finishes its next request under the old ones and is then closed, so its
+// client moves over.
+func TestServerSettingsApplyToNewConnections(t *testing.T) {
+	be := startUpstream(t, "b", answer(0))
+	r := startRig(t, simpleDoc("127.0.0.1:0", "", be))
+	addr := r.in.addrs().http
+	big := "GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + strings.Repeat("a", 8000) + "\r\n\r\n"
+
+	old, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close()
+	_ = old.SetDeadline(time.Now().Add(5 * time.Second))
+	br := bufio.NewReader(old)
+	_, _ = io.WriteString(old, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	if res, err := http.ReadResponse(br, nil); err != nil || res.StatusCode != 200 || res.Close {
+		t.Fatalf("before the reload: %v %v", res, err)
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(br, 2))
+
+	r.reload(simpleDoc(addr, "max_header_bytes = 1024", be))
+	if res, _ := rawRequest(t, addr, big); res.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+		t.Errorf("new connection with an 8 KB header after max_header_bytes = 1024: %d, want 431", res.StatusCode)
+	}
+	_, _ = io.WriteString(old, big)
+	res, err := http.ReadResponse(br, nil)
+	if err != nil || res.StatusCode != 200 || !res.Close {
+		t.Fatalf("old keep-alive connection: %v %v; want served under the old limits, then closed", res, err)
+	}
+}
+
+// rawRequest sends request on a new connection and reads the response.
+func rawRequest(t *testing.T, addr, request string) (*http.Response, string) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	_, _ = io.WriteString(c, request)
+	res, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	return res, string(body)
+}
