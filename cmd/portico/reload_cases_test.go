@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/net/http2"
 
+	"github.com/portico/portico/config"
 	"github.com/portico/portico/internal/leakcheck"
 	"github.com/portico/portico/internal/testcert"
 	"github.com/portico/portico/internal/testserve"
@@ -374,4 +375,39 @@ func rawRequest(t *testing.T, addr, request string) (*http.Response, string) {
 	}
 	body, _ := io.ReadAll(res.Body)
 	return res, string(body)
+}
+
+// With admin_token set, portico reload and validate -diff send it as
+// -token or $PORTICO_ADMIN_TOKEN, and say so when it is missing.
+func TestReloadCommandSendsTheToken(t *testing.T) {
+	const token = "0123456789abcdef0123"
+	be := startUpstream(t, "b", answer(0))
+	r := startRig(t, simpleDoc("127.0.0.1:0", `admin_token = "`+token+`"`, be))
+	admin := r.in.addrs().admin
+	if code, _, stderr := runCLI(t, "reload", "-admin", admin); code != 1 || !strings.Contains(stderr, "pass -token or set PORTICO_ADMIN_TOKEN") {
+		t.Errorf("without the token: exit %d, %q", code, stderr)
+	}
+	if code, stdout, stderr := runCLI(t, "reload", "-admin", admin, "-token", token); code != 0 || !strings.Contains(stdout, "no changes") {
+		t.Errorf("with -token: exit %d, %q %q", code, stdout, stderr)
+	}
+	t.Setenv("PORTICO_ADMIN_TOKEN", token)
+	if code, stdout, stderr := runCLI(t, "validate", "-config", r.path, "-diff", "-admin", admin); code != 0 {
+		t.Errorf("validate -diff with $PORTICO_ADMIN_TOKEN: exit %d, %q %q", code, stdout, stderr)
+	}
+}
+
+func TestAdminURLOfAConfiguration(t *testing.T) {
+	for addr, want := range map[string]string{
+		"127.0.0.1:9090": "http://127.0.0.1:9090",
+		":9090":          "http://127.0.0.1:9090",
+		"0.0.0.0:9091":   "http://127.0.0.1:9091",
+		"[::]:9092":      "http://[::1]:9092",
+		"10.0.0.5:9090":  "http://10.0.0.5:9090",
+		"off":            "",
+	} {
+		cfg := &config.Config{Server: config.Server{AdminAddr: addr}}
+		if got := adminURLOf(cfg); got != want {
+			t.Errorf("admin_addr %q: %q, want %q", addr, got, want)
+		}
+	}
 }
