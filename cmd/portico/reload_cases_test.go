@@ -411,3 +411,25 @@ func TestAdminURLOfAConfiguration(t *testing.T) {
 		}
 	}
 }
+
+// Two listeners can swap addresses in one reload: each takes over the
+// other's socket, where binding anew would find the address in use.
+func TestListenersSwapAddresses(t *testing.T) {
+	be := startUpstream(t, "b", answer(0))
+	ports := loopbackPorts(t, 2)
+	a, b := fmt.Sprintf("127.0.0.1:%d", ports[0]), fmt.Sprintf("127.0.0.1:%d", ports[1])
+	doc := func(http, admin string) string {
+		return strings.Replace(simpleDoc(http, "", be), `admin_addr = "127.0.0.1:0"`, `admin_addr = "`+admin+`"`, 1)
+	}
+	r := startRig(t, doc(a, b))
+	r.reload(doc(b, a))
+	if got := r.in.addrs(); got.http != b || got.admin != a {
+		t.Fatalf("after the swap: http %s, admin %s; want %s and %s", got.http, got.admin, b, a)
+	}
+	if res, body := getStatus(t, "http://"+b+"/"); res.StatusCode != 200 || body != "ok" {
+		t.Errorf("proxy on the admin's old address: %d %q", res.StatusCode, body)
+	}
+	if res, body := getStatus(t, "http://"+a+"/healthz"); res.StatusCode != 200 || body != "ok\n" {
+		t.Errorf("admin on the proxy's old address: %d %q", res.StatusCode, body)
+	}
+}
