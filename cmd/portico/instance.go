@@ -80,6 +80,10 @@ func (in *instance) apply(cfg *config.Config) ([]config.Change, error) {
 	if err != nil {
 		return nil, err
 	}
+	first := in.handler == nil
+	if first { // the servers planned below serve it
+		in.handler = proxy.NewHandler(snap)
+	}
 	var certs *tlsmgr.Manager
 	if cfg.TLS.Enabled() {
 		if cur := in.certs.Load(); cur != nil {
@@ -109,9 +113,7 @@ func (in *instance) apply(cfg *config.Config) ([]config.Change, error) {
 	for _, w := range cfg.Warnings {
 		in.log.Warn("configuration warning", "problem", w.Error())
 	}
-	if in.handler == nil {
-		in.handler = proxy.NewHandler(snap)
-	} else {
+	if !first {
 		in.handler.Swap(snap)
 		in.bg.Go(func() { snap.Drain(in.ctx, cfg.Server.DrainTimeout.Duration) })
 	}

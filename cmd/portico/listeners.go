@@ -52,11 +52,13 @@ func wantedAddrs(cfg *config.Config) map[string]string {
 type listenerPlan struct {
 	sockets map[string]*proxy.Listener // by listener name
 	bound   []*proxy.Listener          // bound for this plan
+	specs   map[string]any             // what each listener's server is built from
+	servers map[string]*http.Server    // new servers, for listeners whose socket or spec changed
 }
 
 func (in *instance) planListeners(cfg *config.Config) (*listenerPlan, error) {
 	want := wantedAddrs(cfg)
-	plan := &listenerPlan{sockets: map[string]*proxy.Listener{}}
+	plan := &listenerPlan{sockets: map[string]*proxy.Listener{}, specs: map[string]any{}, servers: map[string]*http.Server{}}
 	// A socket no longer wanted by its own listener may serve another that
 	// asks for its address: addresses can be swapped, or moved back.
 	var spare []*proxy.Listener
@@ -95,7 +97,29 @@ func (in *instance) planListeners(cfg *config.Config) (*listenerPlan, error) {
 		plan.abandon()
 		return nil, problems
 	}
+	for name, ln := range plan.sockets {
+		spec := serverSpec(name, cfg, plan.httpsPort())
+		plan.specs[name] = spec
+		if old := in.slots[name]; old != nil && old.ln == ln && reflect.DeepEqual(old.spec, spec) {
+			continue
+		}
+		srv, err := in.newServer(name, cfg, plan.httpsPort())
+		if err != nil {
+			plan.abandon()
+			return nil, fmt.Errorf("%s listener: %w", name, err)
+		}
+		plan.servers[name] = srv
+	}
 	return plan, nil
+}
+
+// httpsPort is the port the plain listener's redirect names.
+func (p *listenerPlan) httpsPort() string {
+	if ln := p.sockets["https"]; ln != nil {
+		_, port, _ := net.SplitHostPort(ln.Addr().String())
+		return port
+	}
+	return ""
 }
 
 // boundTo reports whether a socket bound at bound serves the configured
@@ -156,21 +180,20 @@ func (in *instance) servePlan(cfg *config.Config, plan *listenerPlan) {
 		if !ok {
 			continue
 		}
-		old := in.slots[name]
-		spec := in.serverSpec(name, cfg, next)
-		if old != nil && old.ln == ln && reflect.DeepEqual(old.spec, spec) {
+		srv := plan.servers[name]
+		if srv == nil { // same socket, same server settings
+			old := in.slots[name]
 			old.addr = wantedAddrs(cfg)[name]
 			next[name] = old
 			continue
 		}
-		srv := in.newServer(name, cfg, next)
 		gen, prev := ln.Serve(srv, in.trackConns(name, srv))
 		in.track(name, gen)
 		if prev != nil {
 			prev.Retire()
 		}
 		delete(in.handover, ln)
-		next[name] = &slot{addr: wantedAddrs(cfg)[name], ln: ln, gen: gen, spec: spec}
+		next[name] = &slot{addr: wantedAddrs(cfg)[name], ln: ln, gen: gen, spec: plan.specs[name]}
 		in.log.Info("listening", "listener", name, "addr", ln.Addr().String())
 	}
 	for name, old := range in.slots {
@@ -217,7 +240,7 @@ func (in *instance) handOver(name string, s *slot, drain time.Duration) {
 // starts when it changes. Anything under [server] counts, so that a key
 // added later cannot be missed; the HTTP listener also depends on the
 // HTTPS port it redirects to.
-func (in *instance) serverSpec(name string, cfg *config.Config, slots map[string]*slot) any {
+func serverSpec(name string, cfg *config.Config, httpsPort string) any {
 	if name == "admin" {
 		type admin struct {
 			readHeader time.Duration
@@ -239,39 +262,23 @@ func (in *instance) serverSpec(name string, cfg *config.Config, slots map[string
 	sp.server.ShutdownTimeout, sp.server.DrainTimeout = config.Duration{}, config.Duration{}
 	sp.server.WatchConfig = false
 	if name == "http" && cfg.Server.RedirectHTTP {
-		sp.httpsPort = httpsPort(slots)
+		sp.httpsPort = httpsPort
 	}
 	return sp
 }
 
-func httpsPort(slots map[string]*slot) string {
-	if s := slots["https"]; s != nil {
-		_, port, _ := net.SplitHostPort(s.ln.Addr().String())
-		return port
-	}
-	return ""
-}
-
-func (in *instance) newServer(name string, cfg *config.Config, slots map[string]*slot) *http.Server {
+func (in *instance) newServer(name string, cfg *config.Config, httpsPort string) (*http.Server, error) {
 	switch name {
 	case "admin":
-		return &http.Server{Handler: admin.Handler(in.adminOptions(cfg)), ReadHeaderTimeout: cfg.Server.ReadHeaderTimeout.Duration}
+		return &http.Server{Handler: admin.Handler(in.adminOptions(cfg)), ReadHeaderTimeout: cfg.Server.ReadHeaderTimeout.Duration}, nil
 	case "https":
-		srv, err := proxy.NewTLSServer(&cfg.Server, in.handler, in.tlsConfig.Clone(), in.log)
-		if err != nil { // validated settings cannot fail it
-			panic(fmt.Sprintf("https listener: %v", err))
-		}
-		return srv
+		return proxy.NewTLSServer(&cfg.Server, in.handler, in.tlsConfig.Clone(), in.log)
 	}
 	var plain http.Handler = in.handler
 	if cfg.Server.RedirectHTTP {
-		plain = proxy.Redirect(httpsPort(slots))
+		plain = proxy.Redirect(httpsPort)
 	}
-	srv, err := proxy.NewServer(&cfg.Server, in.certs.HTTPHandler(plain), in.log)
-	if err != nil {
-		panic(fmt.Sprintf("http listener: %v", err))
-	}
-	return srv
+	return proxy.NewServer(&cfg.Server, in.certs.HTTPHandler(plain), in.log)
 }
 
 // track records a listener's generation until its last connection ends,
