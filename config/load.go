@@ -54,8 +54,15 @@ func Load(path string) (*Config, error) {
 
 // Parse decodes and validates a document; file names it in messages.
 func Parse(data []byte, file string) (*Config, error) {
-	cfg := &Config{File: file}
-	md, err := toml.Decode(string(data), cfg)
+	// A middleware's keys depend on its type: its table is held back as a
+	// toml.Primitive and decoded once the type is known.
+	var doc struct {
+		Config
+		Middlewares map[string]toml.Primitive `toml:"middlewares"`
+	}
+	cfg := &doc.Config
+	cfg.File = file
+	md, err := toml.Decode(string(data), &doc)
 	if err != nil {
 		var pe toml.ParseError
 		if errors.As(err, &pe) {
@@ -65,7 +72,8 @@ func Parse(data []byte, file string) (*Config, error) {
 	}
 
 	v := &validator{file: file, keys: locateKeys(string(data))}
-	v.undecoded(md.Undecoded())
+	skip := v.decodeMiddlewares(cfg, &md, doc.Middlewares)
+	v.undecoded(withoutMiddlewares(md.Undecoded(), skip))
 	applyDefaults(cfg, &md)
 	v.config(cfg)
 	byLine := func(ps Problems) {
@@ -106,8 +114,12 @@ func applyDefaults(c *Config, md *toml.MetaData) {
 		c.Log.Format = "json"
 	}
 	if c.Log.AccessLog == "" {
-		c.Log.AccessLog = "stdout"
+		c.Log.AccessLog = Stdout
 	}
+	if c.Log.AccessFormat == "" {
+		c.Log.AccessFormat = FormatJSON
+	}
+	applyMiddlewareDefaults(c, md)
 
 	for name, p := range c.Pools {
 		if p.Balance == "" {
@@ -138,6 +150,19 @@ func applyDefaults(c *Config, md *toml.MetaData) {
 		}
 	}
 	applyTLSDefaults(c, md)
+}
+
+// withoutMiddlewares drops the keys of middlewares whose type could not be
+// known: they were never decoded, and "unknown key" would be noise.
+func withoutMiddlewares(keys []toml.Key, skip map[string]bool) []toml.Key {
+	out := keys[:0]
+	for _, k := range keys {
+		if len(k) >= 2 && k[0] == "middlewares" && skip[k[1]] {
+			continue
+		}
+		out = append(out, k)
+	}
+	return out
 }
 
 // decodeMsg is how BurntSushi/toml words a value of the wrong type; it gives

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"path"
 	"sort"
@@ -22,27 +23,74 @@ import (
 
 	"github.com/portico/portico/balancer"
 	"github.com/portico/portico/config"
+	"github.com/portico/portico/middleware"
 	"github.com/portico/portico/reqinfo"
 )
 
 // Snapshot is the immutable runtime form of one configuration.
 type Snapshot struct {
 	bodyTimeout, sendTimeout time.Duration
+	trusted                  []netip.Prefix
 	routes                   routeTable
 	upstreams                map[string]*upstream
 	pools                    []*balancer.Pool // sorted by name
+	middlewares              *middleware.Set
+	access                   AccessLogger // nil: no access log
 }
 
+// AccessLogger writes the line of a finished request (package accesslog).
+type AccessLogger interface {
+	Log(r *http.Request, info *reqinfo.Info)
+}
+
+// Option gives NewSnapshot what a configuration does not hold.
+type Option func(*options)
+
+type options struct {
+	prev       *Snapshot
+	rejections middleware.Rejections
+	access     AccessLogger
+}
+
+// WithPrevious builds the snapshot that replaces prev: middlewares whose
+// options did not change keep their state (rate-limit buckets, in-flight
+// counts, caches).
+func WithPrevious(prev *Snapshot) Option { return func(o *options) { o.prev = prev } }
+
+// WithRejections counts middleware refusals (package metrics).
+func WithRejections(r middleware.Rejections) Option {
+	return func(o *options) { o.rejections = r }
+}
+
+// WithAccessLog writes a line per request to l, routed or not.
+func WithAccessLog(l AccessLogger) Option { return func(o *options) { o.access = l } }
+
 // NewSnapshot builds the runtime form of a validated configuration.
-func NewSnapshot(cfg *config.Config, log *slog.Logger) (*Snapshot, error) {
+func NewSnapshot(cfg *config.Config, log *slog.Logger, opts ...Option) (*Snapshot, error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
 	s := &Snapshot{
 		bodyTimeout: cfg.Server.ClientBodyTimeout.Duration,
 		sendTimeout: cfg.Server.SendTimeout.Duration,
+		trusted:     cfg.Server.Trusted,
 		upstreams:   make(map[string]*upstream, len(cfg.Pools)),
+		access:      o.access,
 	}
+	var prevSet *middleware.Set
+	if o.prev != nil {
+		prevSet = o.prev.middlewares
+	}
+	mws, err := middleware.Build(cfg.Middlewares, prevSet, middleware.Env{Log: log, Rejections: o.rejections})
+	if err != nil {
+		return nil, err
+	}
+	s.middlewares = mws
 	for name, pc := range cfg.Pools {
 		up, err := newUpstream(name, pc, log)
 		if err != nil {
+			s.Close()
 			return nil, fmt.Errorf("pool %q: %w", name, err)
 		}
 		s.upstreams[name] = up
@@ -54,7 +102,8 @@ func NewSnapshot(cfg *config.Config, log *slog.Logger) (*Snapshot, error) {
 	for _, rc := range cfg.Routes {
 		up, ok := s.upstreams[rc.Pool]
 		if !ok {
-			return nil, fmt.Errorf("route %s%s: no pool %q", rc.Host, rc.PathPrefix, rc.Pool)
+			s.Close()
+			return nil, fmt.Errorf("route %s: no pool %q", rc.Name, rc.Pool)
 		}
 		rt := &route{
 			name:   rc.Name,
@@ -63,7 +112,12 @@ func NewSnapshot(cfg *config.Config, log *slog.Logger) (*Snapshot, error) {
 			strip:  rc.StripPrefix,
 			pool:   rc.Pool,
 		}
-		rt.handler = newForwarder(rt, up, cfg.Server.Trusted, log)
+		// Server middlewares first, then the route's, then forwarding.
+		chain := append(append([]string{}, cfg.Server.Middlewares...), rc.Middlewares...)
+		if rt.handler, err = mws.Chain(chain, rc.Name, newForwarder(rt, up, log)); err != nil {
+			s.Close()
+			return nil, fmt.Errorf("route %s: %w", rc.Name, err)
+		}
 		routes = append(routes, rt)
 	}
 	s.routes = newRouteTable(routes)
@@ -73,12 +127,14 @@ func NewSnapshot(cfg *config.Config, log *slog.Logger) (*Snapshot, error) {
 // Pools lists the snapshot's pools by name, for health checks and the admin API.
 func (s *Snapshot) Pools() []*balancer.Pool { return s.pools }
 
-// Close releases the snapshot's idle backend connections. Requests still in
-// flight finish on their connections, which then close.
+// Close releases the snapshot's idle backend connections and the
+// middleware state no later snapshot took over. Requests still in flight
+// finish on their connections, which then close.
 func (s *Snapshot) Close() {
 	for _, up := range s.upstreams {
 		up.transport.closeIdle()
 	}
+	s.middlewares.Close()
 }
 
 // Handler routes each request through the current snapshot.
@@ -102,21 +158,29 @@ func (h *Handler) Swap(s *Snapshot) *Snapshot { return h.snap.Swap(s) }
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx, info := reqinfo.NewContext(r.Context())
 	info.Start = time.Now()
+	s := h.snap.Load()
+	info.ClientIP, info.TrustedPeer = clientIP(r, s.trusted)
 	d, _ := w.(deadliner) // before wrapping: the wrappers hide it
-	h.serve(&recorder{ResponseWriter: w, info: info}, d, r.WithContext(ctx), info)
+	inner := r.WithContext(ctx)
+	countBody(inner, info)
+	s.serve(&recorder{ResponseWriter: w, info: info}, d, inner, info)
 	if info.Status == 0 {
 		info.Status = http.StatusOK // a handler that wrote nothing sent an empty 200
 	}
+	if s.access != nil {
+		// The original request: its path is what the client asked for,
+		// before a rewrite (dot segments resolved, as routing saw it).
+		s.access.Log(r, info)
+	}
 }
 
-func (h *Handler) serve(w http.ResponseWriter, d deadliner, r *http.Request, info *reqinfo.Info) {
+func (s *Snapshot) serve(w http.ResponseWriter, d deadliner, r *http.Request, info *reqinfo.Info) {
 	if hasDotSegment(r.URL.Path) {
 		// Resolve "." and ".." before matching, as nginx does, so that
 		// "/public/../admin" cannot match "/public" and reach a backend
 		// that resolves it to "/admin" behind the route's back.
 		cleanPath(r.URL)
 	}
-	s := h.snap.Load()
 	rt := s.routes.match(r.Host, r.URL.Path)
 	if rt == nil {
 		http.Error(w, "no route for this host and path", http.StatusNotFound)

@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/portico/portico/accesslog"
 	"github.com/portico/portico/admin"
 	"github.com/portico/portico/balancer"
 	"github.com/portico/portico/config"
@@ -81,7 +82,18 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ready func
 	for _, w := range cfg.Warnings {
 		log.Warn("configuration warning", "problem", w.Error())
 	}
-	snap, err := proxy.NewSnapshot(cfg, log)
+	var opts []proxy.Option
+	if cfg.Log.AccessLog != config.Off {
+		access, err := accesslog.Open(cfg.Log.AccessLog, cfg.Log.AccessFormat, cfg.Log.AccessLogQuery, log)
+		if err != nil {
+			return fmt.Errorf("access log: %w", err)
+		}
+		defer access.Close() // after the listeners: the last requests are logged
+		stopReopen := reopenOnSIGUSR1(access, log)
+		defer stopReopen()
+		opts = append(opts, proxy.WithAccessLog(access))
+	}
+	snap, err := proxy.NewSnapshot(cfg, log, opts...)
 	if err != nil {
 		return err
 	}
@@ -196,6 +208,33 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ready func
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// reopenOnSIGUSR1 reopens the access log file on SIGUSR1, which is what
+// logrotate sends after moving it away. A failed reopen is logged by the
+// logger, which keeps writing to the old file.
+func reopenOnSIGUSR1(access *accesslog.Logger, log *slog.Logger) (stop func()) {
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGUSR1)
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		for {
+			select {
+			case <-sig:
+				log.Info("SIGUSR1: reopening the access log")
+				_ = access.Reopen()
+			case <-done:
+				return
+			}
+		}
+	}()
+	return func() {
+		signal.Stop(sig)
+		close(done)
+		<-finished
+	}
 }
 
 // quickstart starts two demo backends on loopback and returns the embedded
