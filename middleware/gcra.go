@@ -83,7 +83,7 @@ func newGCRA(perSecond float64, burst, maxKeys int, byIP bool, epoch time.Time) 
 		shift:     uint8(64 - bits.TrailingZeros(uint(n))),
 		shards:    make([]gcraShard, n),
 	}
-	per := (maxKeys + n - 1) / n
+	per := max(maxKeys/n, 1) // rounded down: max_keys is a hard cap
 	for i := range g.shards {
 		g.shards[i].limit = per
 		if byIP {
