@@ -83,10 +83,10 @@ burst = 3
 		{0, 200, `"m";r=2;t=1`, ""},
 		{0, 200, `"m";r=1;t=1`, ""},
 		{0, 200, `"m";r=0;t=1`, ""},
-		{0, 429, `"m";r=0;t=1`, "1"},                      // 300ms until full, 100ms until the next
-		{99 * time.Millisecond, 429, `"m";r=0;t=1`, "1"},  // 1ms short
-		{time.Millisecond, 200, `"m";r=0;t=1`, ""},        // one emission interval later
-		{time.Second, 200, `"m";r=2;t=1`, ""},             // full again after idling
+		{0, 429, `"m";r=0;t=1`, "1"},                     // 300ms until full, 100ms until the next
+		{99 * time.Millisecond, 429, `"m";r=0;t=1`, "1"}, // 1ms short
+		{time.Millisecond, 200, `"m";r=0;t=1`, ""},       // one emission interval later
+		{time.Second, 200, `"m";r=2;t=1`, ""},            // full again after idling
 		{0, 200, `"m";r=1;t=1`, ""},
 	} {
 		c.Advance(s.advance)
