@@ -32,6 +32,11 @@ const (
 // dropped: a few seconds of a busy proxy, about 1 MiB.
 const QueueSize = 4096
 
+// FlushDelay is the longest a line waits in the writer's buffer: lines are
+// written out in batches (one system call for many requests), like nginx's
+// access_log buffer=... flush=..., and a full buffer is written at once.
+const FlushDelay = 100 * time.Millisecond
+
 // Logger is one access log destination.
 type Logger struct {
 	queue   chan entry
@@ -115,13 +120,10 @@ func (l *Logger) Log(r *http.Request, info *reqinfo.Info) {
 		dur:    time.Since(info.Start),
 		method: r.Method,
 		host:   r.Host,
-		path:   r.URL.Path,
+		path:   r.URL.EscapedPath(), // as sent; allocates only for paths that need escaping
 		proto:  r.Proto,
 		ua:     first(r.Header["User-Agent"]),
 		ref:    first(r.Header["Referer"]),
-	}
-	if r.URL.RawPath != "" {
-		e.path = r.URL.RawPath
 	}
 	if l.query {
 		e.query = r.URL.RawQuery
@@ -174,15 +176,17 @@ func (l *Logger) Close() error {
 }
 
 func (l *Logger) run() {
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
 	for {
 		select {
 		case e := <-l.queue:
-			l.write(&e)
-			// Write out once the queue is empty: one system call for a
-			// burst of lines, and no line waits behind an idle spell.
-			if len(l.queue) == 0 {
-				l.flush()
+			if l.buf.Buffered() == 0 {
+				timer.Reset(FlushDelay)
 			}
+			l.write(&e)
+		case <-timer.C:
+			l.flush()
 		case reply := <-l.reopen:
 			reply <- l.reopenFile()
 		case <-l.stop:

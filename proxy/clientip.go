@@ -14,7 +14,7 @@ import (
 // client; an unreadable entry stops the walk at the nearest hop known. It
 // allocates nothing.
 func clientIP(r *http.Request, trusted []netip.Prefix) (ip netip.Addr, peerTrusted bool) {
-	peer, ok := parseHostAddr(r.RemoteAddr)
+	peer, ok := parseHostAddr(r.RemoteAddr, true)
 	if !ok || !inPrefixes(peer, trusted) {
 		return peer, false
 	}
@@ -28,7 +28,7 @@ func clientIP(r *http.Request, trusted []netip.Prefix) (ip netip.Addr, peerTrust
 			} else {
 				v = ""
 			}
-			a, ok := parseHostAddr(strings.TrimSpace(item))
+			a, ok := parseHostAddr(strings.TrimSpace(item), false)
 			if !ok {
 				return client, true
 			}
@@ -42,12 +42,19 @@ func clientIP(r *http.Request, trusted []netip.Prefix) (ip netip.Addr, peerTrust
 }
 
 // parseHostAddr reads "1.2.3.4", "1.2.3.4:80", "::1", "[::1]" or
-// "[::1]:80", with IPv4-mapped IPv6 addresses as IPv4.
-func parseHostAddr(s string) (netip.Addr, bool) {
+// "[::1]:80", with IPv4-mapped IPv6 addresses as IPv4. The usual form is
+// tried first (withPort: an address and port), because a failed parse
+// allocates its error.
+func parseHostAddr(s string, withPort bool) (netip.Addr, bool) {
+	if withPort {
+		if ap, err := netip.ParseAddrPort(s); err == nil {
+			return ap.Addr().Unmap(), true
+		}
+	}
 	if a, err := netip.ParseAddr(s); err == nil {
 		return a.Unmap(), true
 	}
-	if ap, err := netip.ParseAddrPort(s); err == nil {
+	if ap, err := netip.ParseAddrPort(s); err == nil && !withPort {
 		return ap.Addr().Unmap(), true
 	}
 	if len(s) > 2 && s[0] == '[' && s[len(s)-1] == ']' {
