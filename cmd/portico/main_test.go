@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/crypto/bcrypt"
+
 	"github.com/portico/portico/config"
 )
 
@@ -367,5 +369,21 @@ pool = "app"
 			_ = c.Close()
 			t.Errorf("%s still accepts connections after serve returned", a)
 		}
+	}
+}
+
+func TestHashCommands(t *testing.T) {
+	var out, errOut strings.Builder
+	if code := cmdHash("hash-key", strings.NewReader("secret\n"), &out, &errOut); code != 0 ||
+		out.String() != "sha256:2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b\n" {
+		t.Fatalf("hash-key: %d %q %q", code, out.String(), errOut.String())
+	}
+	out.Reset()
+	if code := cmdHash("hash-password", strings.NewReader("secret"), &out, &errOut); code != 0 ||
+		bcrypt.CompareHashAndPassword([]byte(strings.TrimSpace(out.String())), []byte("secret")) != nil {
+		t.Fatalf("hash-password: %d %q %q", code, out.String(), errOut.String())
+	}
+	if code := cmdHash("hash-key", strings.NewReader(""), &out, &errOut); code != 2 {
+		t.Fatalf("empty input: exit %d, want 2", code)
 	}
 }
