@@ -1,7 +1,6 @@
 package accesslog
 
 import (
-	"bytes"
 	"crypto/tls"
 	"encoding/json"
 	"io"
@@ -13,7 +12,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -45,27 +43,9 @@ func sample() (*http.Request, *reqinfo.Info) {
 	return r, info
 }
 
-// syncBuffer is a writer a test can read while the logger writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func logOne(t *testing.T, format string, query bool) string {
 	t.Helper()
-	var out syncBuffer
+	var out testlog.Buffer
 	l := New(&out, format, query, nil)
 	r, info := sample()
 	l.Log(r, info)
@@ -116,7 +96,7 @@ func TestQueryOnlyWhenAsked(t *testing.T) {
 }
 
 func TestInvalidUTF8StaysValidJSON(t *testing.T) {
-	var out syncBuffer
+	var out testlog.Buffer
 	l := New(&out, JSON, false, nil)
 	r, info := sample()
 	r.Header.Set("User-Agent", "bad \xff\xfe bytes")

@@ -47,19 +47,23 @@ type gcra struct {
 	interval  int64 // ns between requests at the steady rate
 	tolerance int64 // burst × interval: how far ahead TAT may run
 	epoch     time.Time
-	byIP      bool // keys are addresses, else strings
 	seed      maphash.Seed
-	shift     uint8 // 64 - log2(len(shards))
-	shards    []gcraShard
+	ips       *table[[16]byte] // client_ip keys; nil for string keys
+	strs      *table[string]
 }
 
-type gcraShard struct {
+// table is a sharded map from key to TAT.
+type table[K comparable] struct {
+	shift  uint8 // 64 - log2(len(shards))
+	shards []shard[K]
+}
+
+type shard[K comparable] struct {
 	mu        sync.Mutex
-	ips       map[[16]byte]int64
-	strs      map[string]int64
+	tats      map[K]int64
 	limit     int   // keys kept at most
 	nextSweep int64 // when to drop idle keys again
-	_         [24]byte
+	_         [32]byte
 }
 
 const (
@@ -70,29 +74,31 @@ const (
 
 func newGCRA(perSecond float64, burst, maxKeys int, byIP bool, epoch time.Time) *gcra {
 	interval := max(int64(math.Round(float64(time.Second)/perSecond)), 1)
-	n := 1
-	for n < maxShards && n*1024 <= maxKeys {
-		n *= 2
-	}
 	g := &gcra{
 		interval:  interval,
 		tolerance: satMul(interval, int64(burst)),
 		epoch:     epoch,
-		byIP:      byIP,
 		seed:      maphash.MakeSeed(),
-		shift:     uint8(64 - bits.TrailingZeros(uint(n))),
-		shards:    make([]gcraShard, n),
 	}
-	per := max(maxKeys/n, 1) // rounded down: max_keys is a hard cap
-	for i := range g.shards {
-		g.shards[i].limit = per
-		if byIP {
-			g.shards[i].ips = map[[16]byte]int64{}
-		} else {
-			g.shards[i].strs = map[string]int64{}
-		}
+	if byIP {
+		g.ips = newTable[[16]byte](maxKeys)
+	} else {
+		g.strs = newTable[string](maxKeys)
 	}
 	return g
+}
+
+func newTable[K comparable](maxKeys int) *table[K] {
+	n := 1
+	for n < maxShards && n*1024 <= maxKeys {
+		n *= 2
+	}
+	t := &table[K]{shift: uint8(64 - bits.TrailingZeros(uint(n))), shards: make([]shard[K], n)}
+	per := max(maxKeys/n, 1) // rounded down: max_keys is a hard cap
+	for i := range t.shards {
+		t.shards[i] = shard[K]{tats: map[K]int64{}, limit: per}
+	}
+	return t
 }
 
 func satMul(a, b int64) int64 {
@@ -105,65 +111,57 @@ func satMul(a, b int64) int64 {
 // Allow decides one request and records it when allowed.
 func (g *gcra) Allow(k Key, now time.Time) Decision {
 	t := int64(now.Sub(g.epoch))
-	var ip [16]byte
-	var h uint64
-	if g.byIP {
-		ip = k.IP.As16()
-		h = (binary.LittleEndian.Uint64(ip[:8]) ^ binary.LittleEndian.Uint64(ip[8:])) * 0x9E3779B97F4A7C15
-	} else {
-		h = maphash.String(g.seed, k.S)
+	if g.ips != nil {
+		ip := k.IP.As16()
+		h := (binary.LittleEndian.Uint64(ip[:8]) ^ binary.LittleEndian.Uint64(ip[8:])) * 0x9E3779B97F4A7C15
+		return g.ips.shard(h).allow(ip, ip, t, g)
 	}
-	s := &g.shards[h>>g.shift] // a shift by 64 (one shard) gives 0
+	// A new key is stored as a copy: the string may live in the request's memory.
+	return g.strs.shard(maphash.String(g.seed, k.S)).allow(k.S, "", t, g)
+}
 
+func (t *table[K]) shard(h uint64) *shard[K] {
+	return &t.shards[h>>t.shift] // a shift by 64 (one shard) gives 0
+}
+
+// allow is the decision within one shard. stored is the key as kept when
+// new: the zero value asks for a copy of a string key.
+func (s *shard[K]) allow(k, stored K, t int64, g *gcra) Decision {
 	s.mu.Lock()
 	if t >= s.nextSweep {
 		s.sweep(t)
 		s.nextSweep = t + sweepInterval
 	}
-	var tat int64
-	var found bool
-	if g.byIP {
-		tat, found = s.ips[ip]
-	} else {
-		tat, found = s.strs[k.S]
-	}
+	tat, found := s.tats[k]
 	next := max(tat, t) + g.interval
 	if next-t > g.tolerance {
 		s.mu.Unlock()
 		return Decision{RetryAfter: time.Duration(next - g.tolerance - t), Reset: time.Duration(max(tat, t) - t)}
 	}
-	if !found && s.len() >= s.limit {
-		s.evict(t)
+	if !found {
+		if len(s.tats) >= s.limit {
+			s.evict(t)
+		}
+		k = keep(k, stored)
 	}
-	if g.byIP {
-		s.ips[ip] = next
-	} else if found {
-		s.strs[k.S] = next
-	} else {
-		// A new key is copied: the string may live in the request's memory.
-		s.strs[strings.Clone(k.S)] = next
-	}
+	s.tats[k] = next
 	s.mu.Unlock()
 	return Decision{Allowed: true, Remaining: int((g.tolerance - (next - t)) / g.interval), Reset: time.Duration(next - t)}
 }
 
-func (s *gcraShard) len() int {
-	if s.ips != nil {
-		return len(s.ips)
+// keep returns the key to store: a copy of a string key, as is otherwise.
+func keep[K comparable](k, stored K) K {
+	if s, ok := any(k).(string); ok {
+		return any(strings.Clone(s)).(K)
 	}
-	return len(s.strs)
+	return stored
 }
 
 // sweep drops every key at its full burst.
-func (s *gcraShard) sweep(now int64) {
-	for k, tat := range s.ips {
+func (s *shard[K]) sweep(now int64) {
+	for k, tat := range s.tats {
 		if tat <= now {
-			delete(s.ips, k)
-		}
-	}
-	for k, tat := range s.strs {
-		if tat <= now {
-			delete(s.strs, k)
+			delete(s.tats, k)
 		}
 	}
 }
@@ -171,50 +169,39 @@ func (s *gcraShard) sweep(now int64) {
 // evict makes room for one key: idle keys among a sample go, or else the
 // sampled key with the earliest TAT. Map iteration starts at a random
 // place, which makes the sample.
-func (s *gcraShard) evict(now int64) {
-	n, oldest := 0, int64(math.MaxInt64)
-	var oldIP [16]byte
-	var oldStr string
-	freed := false
-	for k, tat := range s.ips {
+func (s *shard[K]) evict(now int64) {
+	n, oldest, freed := 0, int64(math.MaxInt64), false
+	var old K
+	for k, tat := range s.tats {
 		if tat <= now {
-			delete(s.ips, k)
+			delete(s.tats, k)
 			freed = true
 		} else if tat < oldest {
-			oldest, oldIP = tat, k
+			oldest, old = tat, k
 		}
 		if n++; n == evictSample {
 			break
 		}
 	}
-	for k, tat := range s.strs {
-		if tat <= now {
-			delete(s.strs, k)
-			freed = true
-		} else if tat < oldest {
-			oldest, oldStr = tat, k
-		}
-		if n++; n == evictSample {
-			break
-		}
-	}
-	if freed || oldest == math.MaxInt64 {
-		return
-	}
-	if s.ips != nil {
-		delete(s.ips, oldIP)
-	} else {
-		delete(s.strs, oldStr)
+	if !freed && oldest != math.MaxInt64 {
+		delete(s.tats, old)
 	}
 }
 
 // keys counts the keys held, for tests and measurements.
 func (g *gcra) keys() int {
+	if g.ips != nil {
+		return g.ips.len()
+	}
+	return g.strs.len()
+}
+
+func (t *table[K]) len() int {
 	n := 0
-	for i := range g.shards {
-		s := &g.shards[i]
+	for i := range t.shards {
+		s := &t.shards[i]
 		s.mu.Lock()
-		n += s.len()
+		n += len(s.tats)
 		s.mu.Unlock()
 	}
 	return n

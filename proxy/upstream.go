@@ -20,6 +20,7 @@ type upstream struct {
 	transport *transports
 	retries   int
 	budget    *retryBudget
+	log       *slog.Logger
 }
 
 func newUpstream(name string, pc *config.Pool, log *slog.Logger) (*upstream, error) {
@@ -35,7 +36,7 @@ func newUpstream(name string, pc *config.Pool, log *slog.Logger) (*upstream, err
 	if err != nil {
 		return nil, err
 	}
-	return &upstream{pool: pool, transport: newTransports(pc), retries: pc.Retries, budget: newRetryBudget(pc.RetryBudgetPercent)}, nil
+	return &upstream{pool: pool, transport: newTransports(pc), retries: pc.Retries, budget: newRetryBudget(pc.RetryBudgetPercent), log: log}, nil
 }
 
 // dialError marks a failure to connect: the request never left, so any
@@ -79,6 +80,8 @@ func (u *upstream) RoundTrip(req *http.Request) (*http.Response, error) {
 		if attempt >= u.retries || !retryable(req, body, err) || !u.budget.retry() {
 			return nil, err
 		}
+		u.log.Info("retrying on another backend", "request_id", info.RequestID, "route", info.Route,
+			"pool", u.pool.Name(), "backend", info.Backend, "attempt", attempt+1, "err", err)
 	}
 }
 
