@@ -1,13 +1,12 @@
 // Package accesslog owns the access log: one line per request, JSON or
 // Apache/nginx "combined", written after the response is complete. A
-// request never waits for it: Log puts the record in a bounded queue that
-// one goroutine formats and writes in batches; when the queue is full (the
-// disk or the pipe cannot keep up) lines are dropped and counted, for the
-// metrics to show. Reopen closes and reopens a log file, for logrotate.
+// request never waits for the disk: its line goes into a bounded buffer that
+// one goroutine writes out in batches; when the buffer is full (the disk or
+// the pipe cannot keep up) lines are dropped and counted, for the metrics to
+// show. Reopen closes and reopens a log file, for logrotate.
 package accesslog
 
 import (
-	"bufio"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -28,22 +27,33 @@ const (
 	Combined = "combined"
 )
 
-// QueueSize is how many lines may wait for the writer before new ones are
-// dropped: a few seconds of a busy proxy, about 1 MiB.
-const QueueSize = 4096
+// BufferSize bounds the lines waiting for the writer: when the disk or the
+// pipe cannot keep up and this much is waiting, new lines are dropped (and
+// counted). About 2,500 lines of JSON.
+const BufferSize = 1 << 20
 
-// FlushDelay is the longest a line waits in the writer's buffer: lines are
-// written out in batches (one system call for many requests), like nginx's
-// access_log buffer=... flush=..., and a full buffer is written at once.
+// FlushDelay is the longest a line waits before it is written: lines are
+// written in batches (one system call for many requests), like nginx's
+// access_log buffer=... flush=...; a buffer half full is written at once.
 const FlushDelay = 100 * time.Millisecond
 
 // Logger is one access log destination.
+//
+// A request formats its line itself, into a scratch buffer, and appends it
+// to the pending bytes under a short lock; one goroutine swaps the pending
+// bytes for an empty buffer and writes them. The buffers hold no pointers,
+// so the garbage collector never scans them, and the writer is woken once
+// per batch, not per line.
 type Logger struct {
-	queue   chan entry
-	dropped atomic.Uint64
 	format  string
 	query   bool
 	log     *slog.Logger
+	dropped atomic.Uint64
+
+	mu      sync.Mutex
+	pending []byte // lines waiting for the writer
+	spare   []byte // the writer's, while it writes
+	wake    chan struct{}
 
 	path    string // "" when not a file
 	reopen  chan chan error
@@ -51,20 +61,8 @@ type Logger struct {
 	stopped sync.WaitGroup
 	closeMu sync.Once
 
-	// The writer goroutine's own.
-	out  io.Writer
+	out  io.Writer // the writer goroutine's
 	file *os.File
-	buf  *bufio.Writer
-	line []byte
-}
-
-// entry is what a line needs, copied off the request: strings share the
-// request's memory, nothing is formatted on the request's goroutine.
-type entry struct {
-	info                                      reqinfo.Info
-	dur                                       time.Duration
-	method, host, path, query, proto, ua, ref string
-	tls                                       uint16
 }
 
 // Open starts a logger writing to dest: "stdout" or a file path, created
@@ -80,7 +78,7 @@ func Open(dest, format string, query bool, log *slog.Logger) (*Logger, error) {
 	}
 	l := newLogger(f, format, query, log)
 	l.file, l.path = f, dest
-	l.start()
+	l.stopped.Go(l.run)
 	return l, nil
 }
 
@@ -91,7 +89,7 @@ func openFile(path string) (*os.File, error) {
 // New starts a logger writing to w.
 func New(w io.Writer, format string, query bool, log *slog.Logger) *Logger {
 	l := newLogger(w, format, query, log)
-	l.start()
+	l.stopped.Go(l.run)
 	return l
 }
 
@@ -100,23 +98,52 @@ func newLogger(w io.Writer, format string, query bool, log *slog.Logger) *Logger
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Logger{
-		queue:  make(chan entry, QueueSize),
 		format: format,
 		query:  query,
 		log:    log,
-		reopen: make(chan chan error),
-		stop:   make(chan struct{}),
-		out:    w,
-		buf:    bufio.NewWriterSize(w, 64<<10),
+		// Full size from the start: appending never reallocates, and
+		// 2 MiB of pointer-free memory costs the collector nothing.
+		pending: make([]byte, 0, BufferSize),
+		spare:   make([]byte, 0, BufferSize),
+		wake:    make(chan struct{}, 1),
+		reopen:  make(chan chan error),
+		stop:    make(chan struct{}),
+		out:     w,
 	}
 }
 
-func (l *Logger) start() { l.stopped.Go(l.run) }
+var scratch = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
 
-// Log queues the line of a finished request. It never blocks.
+// Log formats the line of a finished request and queues it. It never
+// blocks on the writer.
 func (l *Logger) Log(r *http.Request, info *reqinfo.Info) {
-	e := entry{
-		info:   *info,
+	bp := scratch.Get().(*[]byte)
+	line := l.appendLine((*bp)[:0], r, info)
+	l.mu.Lock()
+	if len(l.pending)+len(line) > BufferSize {
+		l.mu.Unlock()
+		l.dropped.Add(1)
+		*bp = line
+		scratch.Put(bp)
+		return
+	}
+	first := len(l.pending) == 0
+	l.pending = append(l.pending, line...)
+	urgent := len(l.pending) >= BufferSize/2
+	l.mu.Unlock()
+	*bp = line
+	scratch.Put(bp)
+	if first || urgent {
+		select {
+		case l.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (l *Logger) appendLine(b []byte, r *http.Request, info *reqinfo.Info) []byte {
+	f := fields{
+		info:   info,
 		dur:    time.Since(info.Start),
 		method: r.Method,
 		host:   r.Host,
@@ -126,16 +153,23 @@ func (l *Logger) Log(r *http.Request, info *reqinfo.Info) {
 		ref:    first(r.Header["Referer"]),
 	}
 	if l.query {
-		e.query = r.URL.RawQuery
+		f.query = r.URL.RawQuery
 	}
 	if r.TLS != nil {
-		e.tls = r.TLS.Version
+		f.tls = r.TLS.Version
 	}
-	select {
-	case l.queue <- e:
-	default:
-		l.dropped.Add(1)
+	if l.format == Combined {
+		return appendCombined(b, &f)
 	}
+	return appendJSON(b, &f)
+}
+
+// fields is what a line says about a request besides its record.
+type fields struct {
+	info                                      *reqinfo.Info
+	dur                                       time.Duration
+	method, host, path, query, proto, ua, ref string
+	tls                                       uint16
 }
 
 func first(v []string) string {
@@ -145,7 +179,7 @@ func first(v []string) string {
 	return v[0]
 }
 
-// Dropped is how many lines were dropped because the queue was full.
+// Dropped is how many lines were dropped because the writer fell behind.
 func (l *Logger) Dropped() uint64 { return l.dropped.Load() }
 
 // Reopen closes the log file and opens the same path again, after
@@ -164,8 +198,8 @@ func (l *Logger) Reopen() error {
 	}
 }
 
-// Close writes the lines still queued and stops the logger; a file is
-// closed. Lines logged after Close are dropped.
+// Close writes the lines still pending and stops the logger; a file is
+// closed. Lines logged after Close are not written.
 func (l *Logger) Close() error {
 	l.closeMu.Do(func() { close(l.stop) })
 	l.stopped.Wait()
@@ -178,44 +212,42 @@ func (l *Logger) Close() error {
 func (l *Logger) run() {
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
+	armed := false
 	for {
 		select {
-		case e := <-l.queue:
-			if l.buf.Buffered() == 0 {
+		case <-l.wake:
+			l.mu.Lock()
+			urgent := len(l.pending) >= BufferSize/2
+			l.mu.Unlock()
+			if urgent {
+				l.flush()
+			} else if !armed {
 				timer.Reset(FlushDelay)
+				armed = true
 			}
-			l.write(&e)
 		case <-timer.C:
+			armed = false
 			l.flush()
 		case reply := <-l.reopen:
 			reply <- l.reopenFile()
 		case <-l.stop:
-			for {
-				select {
-				case e := <-l.queue:
-					l.write(&e)
-				default:
-					l.flush()
-					return
-				}
-			}
+			l.flush()
+			return
 		}
 	}
 }
 
-func (l *Logger) write(e *entry) {
-	if l.format == Combined {
-		l.line = appendCombined(l.line[:0], e)
-	} else {
-		l.line = appendJSON(l.line[:0], e)
-	}
-	_, _ = l.buf.Write(l.line)
-}
-
+// flush writes what is pending in one call, while requests go on filling
+// the other buffer.
 func (l *Logger) flush() {
-	if err := l.buf.Flush(); err != nil {
+	l.mu.Lock()
+	l.pending, l.spare = l.spare[:0], l.pending
+	l.mu.Unlock()
+	if len(l.spare) == 0 {
+		return
+	}
+	if _, err := l.out.Write(l.spare); err != nil {
 		l.log.Warn("access log write failed", "path", l.path, "err", err)
-		l.buf.Reset(l.out) // drop what could not be written rather than retry forever
 	}
 }
 
@@ -229,7 +261,6 @@ func (l *Logger) reopenFile() error {
 	}
 	old := l.file
 	l.file, l.out = f, f
-	l.buf.Reset(f)
 	_ = old.Close()
 	l.log.Info("access log reopened", "path", l.path)
 	return nil

@@ -138,7 +138,8 @@ func TestDropsAreCountedWhenTheWriterIsBlocked(t *testing.T) {
 	w := blockingWriter{make(chan struct{})}
 	l := New(w, JSON, false, nil)
 	r, info := sample()
-	n := 3 * QueueSize
+	lineLen := len(logOne(t, JSON, false))
+	n := 3 * BufferSize / lineLen
 	done := make(chan struct{})
 	go func() {
 		for range n {
@@ -151,10 +152,11 @@ func TestDropsAreCountedWhenTheWriterIsBlocked(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("Log blocked behind a stuck writer")
 	}
-	// The queue holds QueueSize lines and the writer's buffer (64 KiB) a
-	// few hundred more before its Write blocks; the rest are dropped.
-	if d := l.Dropped(); d < uint64(n-QueueSize-400) || d > uint64(n-QueueSize) {
-		t.Errorf("Dropped() = %d of %d, want about %d", d, n, n-QueueSize)
+	// The writer is stuck with one batch (at most BufferSize), the pending
+	// buffer holds BufferSize more; the rest is dropped.
+	dropped := int(l.Dropped())
+	if lo, hi := n-2*BufferSize/lineLen-2, n-BufferSize/lineLen; dropped < lo || dropped > hi {
+		t.Errorf("Dropped() = %d of %d lines, want %d to %d", dropped, n, lo, hi)
 	}
 	close(w.release)
 	_ = l.Close()
@@ -214,33 +216,18 @@ func waitLines(t *testing.T, path string, n int) {
 	}
 }
 
-// BenchmarkLog is the request's share: copying the record into the queue.
+// BenchmarkLog is the request's share: formatting the line and appending
+// it to the pending buffer (the writer goroutine only writes).
 func BenchmarkLog(b *testing.B) {
-	l := New(io.Discard, JSON, false, nil)
-	defer l.Close()
 	r, info := sample()
-	b.ReportAllocs()
-	for b.Loop() {
-		l.Log(r, info)
-	}
-}
-
-// BenchmarkFormat is the writer's share per line.
-func BenchmarkFormat(b *testing.B) {
-	r, info := sample()
-	l := newLogger(io.Discard, JSON, false, nil)
-	l.Log(r, info)
-	e := <-l.queue
-	var buf []byte
+	r.URL.Path, r.URL.RawPath = "/api/users", "" // a path that needs no escaping
 	for _, f := range []string{JSON, Combined} {
 		b.Run(f, func(b *testing.B) {
+			l := New(io.Discard, f, false, nil)
+			defer l.Close()
 			b.ReportAllocs()
 			for b.Loop() {
-				if f == JSON {
-					buf = appendJSON(buf[:0], &e)
-				} else {
-					buf = appendCombined(buf[:0], &e)
-				}
+				l.Log(r, info)
 			}
 		})
 	}

@@ -9,10 +9,10 @@ import (
 // appendJSON writes one JSON object and a newline. Every string is escaped
 // (a client controls the path, the user agent and the referer); durations
 // are milliseconds with microsecond precision.
-func appendJSON(b []byte, e *entry) []byte {
-	i := &e.info
+func appendJSON(b []byte, e *fields) []byte {
+	i := e.info
 	b = append(b, `{"time":"`...)
-	b = i.Start.AppendFormat(b, "2006-01-02T15:04:05.000Z07:00")
+	b = appendISOTime(b, i.Start)
 	b = append(b, `","client_ip":"`...)
 	if i.ClientIP.IsValid() {
 		b = i.ClientIP.AppendTo(b)
@@ -76,9 +76,16 @@ func appendString(b []byte, s, query string) []byte {
 }
 
 func appendEscaped(b []byte, s string) []byte {
+	start := 0 // runs of bytes that need no escaping are copied at once
 	for i := 0; i < len(s); {
 		c := s[i]
-		if c >= 0x80 {
+		if c >= 0x20 && c < 0x7f && c != '"' && c != '\\' {
+			i++
+			continue
+		}
+		b = append(b, s[start:i]...)
+		switch {
+		case c >= 0x80:
 			r, size := utf8.DecodeRuneInString(s[i:])
 			if r == utf8.RuneError && size == 1 {
 				b = append(b, `\ufffd`...)
@@ -86,19 +93,16 @@ func appendEscaped(b []byte, s string) []byte {
 				b = append(b, s[i:i+size]...)
 			}
 			i += size
-			continue
-		}
-		switch {
 		case c == '"' || c == '\\':
 			b = append(b, '\\', c)
-		case c < 0x20 || c == 0x7f:
-			b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			i++
 		default:
-			b = append(b, c)
+			b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			i++
 		}
-		i++
+		start = i
 	}
-	return b
+	return append(b, s[start:]...)
 }
 
 // appendCombined writes the Apache/nginx "combined" format:
@@ -107,8 +111,8 @@ func appendEscaped(b []byte, s string) []byte {
 //
 // Quotes, backslashes and bytes outside printable ASCII inside quoted
 // fields are written \xHH, as nginx does, so a client cannot break the line.
-func appendCombined(b []byte, e *entry) []byte {
-	i := &e.info
+func appendCombined(b []byte, e *fields) []byte {
+	i := e.info
 	if i.ClientIP.IsValid() {
 		b = i.ClientIP.AppendTo(b)
 	} else {
@@ -121,7 +125,7 @@ func appendCombined(b []byte, e *entry) []byte {
 		b = appendNginx(b, i.User, true)
 	}
 	b = append(b, " ["...)
-	b = i.Start.AppendFormat(b, "02/Jan/2006:15:04:05 -0700")
+	b = appendCLFTime(b, i.Start)
 	b = append(b, `] "`...)
 	b = appendNginx(b, e.method, false)
 	b = append(b, ' ')
@@ -153,13 +157,73 @@ func dash(s string) string {
 // appendNginx escapes as nginx's access log does; noSpace also escapes
 // spaces, for the unquoted user field.
 func appendNginx(b []byte, s string, noSpace bool) []byte {
+	start := 0
 	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || (noSpace && c == ' ') {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || (noSpace && c == ' ') {
+			b = append(b, s[start:i]...)
 			b = append(b, '\\', 'x', hexDigits[c>>4], hexDigits[c&0xf])
-		} else {
-			b = append(b, c)
+			start = i + 1
 		}
 	}
-	return b
+	return append(b, s[start:]...)
+}
+
+// Times are UTC and written by hand: time.Format's layout parsing costs
+// more than the rest of a line.
+
+// appendISOTime writes 2006-01-02T15:04:05.000Z.
+func appendISOTime(b []byte, t time.Time) []byte {
+	t = t.UTC()
+	y, mo, d := t.Date()
+	h, mi, s := t.Clock()
+	b = appendInt(b, y, 4)
+	b = append(b, '-')
+	b = appendInt(b, int(mo), 2)
+	b = append(b, '-')
+	b = appendInt(b, d, 2)
+	b = append(b, 'T')
+	b = appendInt(b, h, 2)
+	b = append(b, ':')
+	b = appendInt(b, mi, 2)
+	b = append(b, ':')
+	b = appendInt(b, s, 2)
+	b = append(b, '.')
+	b = appendInt(b, t.Nanosecond()/1e6, 3)
+	return append(b, 'Z')
+}
+
+var months = [...]string{"Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"}
+
+// appendCLFTime writes 02/Jan/2006:15:04:05 +0000.
+func appendCLFTime(b []byte, t time.Time) []byte {
+	t = t.UTC()
+	y, mo, d := t.Date()
+	h, mi, s := t.Clock()
+	b = appendInt(b, d, 2)
+	b = append(b, '/')
+	b = append(b, months[mo-1]...)
+	b = append(b, '/')
+	b = appendInt(b, y, 4)
+	b = append(b, ':')
+	b = appendInt(b, h, 2)
+	b = append(b, ':')
+	b = appendInt(b, mi, 2)
+	b = append(b, ':')
+	b = appendInt(b, s, 2)
+	return append(b, " +0000"...)
+}
+
+// appendInt writes n with at least width digits.
+func appendInt(b []byte, n, width int) []byte {
+	var d [20]byte
+	i := len(d)
+	for n >= 10 || width > 1 {
+		i--
+		d[i] = byte('0' + n%10)
+		n /= 10
+		width--
+	}
+	i--
+	d[i] = byte('0' + n)
+	return append(b, d[i:]...)
 }

@@ -50,8 +50,12 @@ func newBasicAuth(name string, o *config.BasicAuth, env Env, prior any) (Middlew
 }
 
 // dummyHash is checked for unknown users, so that a wrong user name takes as
-// long as a wrong password and user names cannot be probed by timing.
-var dummyHash, _ = bcrypt.GenerateFromPassword([]byte("portico"), bcrypt.DefaultCost)
+// long as a wrong password and user names cannot be probed by timing. Made
+// on first use: it costs as much as a login.
+var dummyHash = sync.OnceValue(func() []byte {
+	h, _ := bcrypt.GenerateFromPassword([]byte("portico"), bcrypt.DefaultCost)
+	return h
+})
 
 func (a *basicAuth) check(user, password string) bool {
 	if a.cache.hit(user, password) {
@@ -59,7 +63,7 @@ func (a *basicAuth) check(user, password string) bool {
 	}
 	hash, known := a.users[user]
 	if !known {
-		_ = a.compare(dummyHash, []byte(password))
+		_ = a.compare(dummyHash(), []byte(password))
 		return false
 	}
 	if a.compare(hash, []byte(password)) != nil {

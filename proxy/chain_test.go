@@ -109,12 +109,16 @@ func BenchmarkProxyChain(b *testing.B) {
 	body := strings.Repeat("x", 100)
 	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte(body)) }))
 	defer be.Close()
-	for _, chain := range []string{"", `"rid", "key", "limit"`} {
-		name := "bare"
-		if chain != "" {
-			name = "request_id+api_key+rate_limit+access_log"
-		}
-		b.Run(name, func(b *testing.B) {
+	for _, bc := range []struct {
+		name, chain string
+		accessLog   bool
+	}{
+		{"bare", "", false},
+		{"access_log", "", true},
+		{"request_id+api_key+rate_limit", `"rid", "key", "limit"`, false},
+		{"request_id+api_key+rate_limit+access_log", `"rid", "key", "limit"`, true},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
 			doc := `
 [log]
 access_log = "` + b.TempDir() + `/access.log"
@@ -131,14 +135,14 @@ burst = 1000000
 backends = [{ url = "` + be.URL + `" }]
 [[routes]]
 pool = "app"
-middlewares = [` + chain + `]
+middlewares = [` + bc.chain + `]
 `
 			cfg, err := config.Parse([]byte(doc), "bench.toml")
 			if err != nil {
 				b.Fatal(err)
 			}
 			var opts []Option
-			if chain != "" {
+			if bc.accessLog {
 				al, err := accesslog.Open(cfg.Log.AccessLog, accesslog.JSON, false, nil)
 				if err != nil {
 					b.Fatal(err)
