@@ -252,6 +252,7 @@ pool = "app"
 	if err != nil {
 		t.Fatalf("config: %v\n%s", err, src)
 	}
+	cfg.Log.AccessLog = config.Off // the tests read no access log
 	return cfg
 }
 

@@ -13,11 +13,13 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/portico/portico/accesslog"
 	"github.com/portico/portico/config"
 )
 
@@ -326,6 +328,7 @@ pool = "app"
 	if err != nil {
 		t.Fatalf("config: %v", err)
 	}
+	cfg.Log.AccessLog = config.Off // the tests read no access log
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -385,5 +388,33 @@ func TestHashCommands(t *testing.T) {
 	}
 	if code := cmdHash("hash-key", strings.NewReader(""), &out, &errOut); code != 2 {
 		t.Fatalf("empty input: exit %d, want 2", code)
+	}
+}
+
+// SIGUSR1 reopens the access log file, as logrotate expects after moving it.
+func TestSIGUSR1ReopensAccessLog(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "access.log")
+	access, err := accesslog.Open(path, accesslog.JSON, false, discardLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer access.Close()
+	stop := reopenOnSIGUSR1(access, discardLogger())
+	defer stop()
+	if err := os.Rename(path, path+".1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(os.Getpid(), syscall.SIGUSR1); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, err := os.Stat(path); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("access log not reopened 5s after SIGUSR1")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
