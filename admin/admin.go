@@ -1,101 +1,155 @@
-// Package admin owns the operator-facing listener: liveness and a JSON view
-// of pools and backends read from balancer state. Metrics and the dashboard
-// will live here too. It reads backend state and never changes it.
+// Package admin owns the operator-facing listener: liveness and readiness,
+// Prometheus metrics, a JSON status of the whole process, and the live
+// dashboard, all read from the state other packages keep (balancer,
+// metrics, the configuration in force). It changes nothing it shows.
 package admin
 
 import (
-	"encoding/json"
+	"crypto/sha256"
+	"crypto/subtle"
+	"embed"
+	"io/fs"
 	"net/http"
 	"net/http/pprof"
+	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/portico/portico/balancer"
+	"github.com/portico/portico/config"
+	"github.com/portico/portico/metrics"
+	"github.com/portico/portico/tlsmgr"
 )
 
-// PoolsFunc returns the pools in service now; it is called per request, so
-// the admin side always shows the current snapshot.
-type PoolsFunc func() []*balancer.Pool
+// Options is what the admin listener shows. Funcs are called per request,
+// so that it always shows what is in force now.
+type Options struct {
+	Version      string
+	Started      time.Time
+	Config       func() *config.Config // the configuration in force
+	Pools        func() []*balancer.Pool
+	Listeners    func() []Listener
+	Certificates func() []tlsmgr.CertInfo // nil without HTTPS
+	Metrics      *metrics.Metrics         // nil: no /metrics, no charts
+	Ready        *Readiness
 
-// Handler serves /healthz, /api/pools and /debug/pprof/.
-func Handler(pools PoolsFunc) http.Handler {
+	// Token, when set, is required on every path but /healthz and /readyz.
+	Token string
+	// Pprof serves Go's profiles under /debug/pprof/.
+	Pprof bool
+}
+
+// Listener is one bound listener, for the status page.
+type Listener struct {
+	Name string `json:"name"`
+	Addr string `json:"addr"`
+}
+
+// Readiness says whether Portico should be sent traffic: cmd sets it once
+// the configuration is in force and every listener is bound, and clears it
+// when shutdown starts. The zero value is not ready.
+type Readiness struct{ ready atomic.Bool }
+
+// Set marks Portico ready or not.
+func (r *Readiness) Set(ready bool) { r.ready.Store(ready) }
+
+// Ready reports the flag; a nil Readiness is never ready.
+func (r *Readiness) Ready() bool { return r != nil && r.ready.Load() }
+
+//go:embed ui
+var uiFiles embed.FS
+
+// Handler serves the admin listener.
+func Handler(o Options) http.Handler {
+	private := http.NewServeMux()
+	private.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		serveUI(w, r, "ui/index.html")
+	})
+	ui, _ := fs.Sub(uiFiles, "ui")
+	private.Handle("GET /ui/", http.StripPrefix("/ui/", uiHeaders(http.FileServerFS(ui))))
+	private.HandleFunc("GET /api/status", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, status(&o)) })
+	private.HandleFunc("GET /api/pools", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, o.poolViews()) })
+	if o.Metrics != nil {
+		private.Handle("GET /metrics", o.Metrics.Handler())
+		private.HandleFunc("GET /api/history", func(w http.ResponseWriter, r *http.Request) {
+			writeJSON(w, o.Metrics.History(r.URL.Query().Get("route")))
+		})
+	}
+	if o.Pprof {
+		private.HandleFunc("/debug/pprof/", pprof.Index)
+		private.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		private.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		private.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		private.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	}
+
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		_, _ = w.Write([]byte("ok\n"))
+	// Probes by orchestrators and load balancers carry no credentials.
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { text(w, http.StatusOK, "ok") })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if o.Ready.Ready() {
+			text(w, http.StatusOK, "ready")
+			return
+		}
+		text(w, http.StatusServiceUnavailable, "not ready")
 	})
-	mux.HandleFunc("GET /api/pools", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		_ = enc.Encode(poolViews(pools()))
-	})
-	// Profiles, for finding what the request path spends its time on. The
-	// admin listener is loopback-only by default.
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		_, _ = w.Write([]byte("Portico admin\n  /healthz    liveness\n  /api/pools  pools and backends: health, ejections, load (JSON)\n  /debug/pprof/  Go profiles\n"))
-	})
+	mux.Handle("/", requireToken(o.Token, private))
 	return mux
 }
 
-// PoolView is the JSON form of a pool.
-type PoolView struct {
-	Name      string        `json:"name"`
-	Policy    string        `json:"balance"`
-	PanicMode bool          `json:"panic_mode"`
-	Usable    int           `json:"usable_backends"`
-	Backends  []BackendView `json:"backends"`
-}
-
-// BackendView is the JSON form of a backend's state.
-type BackendView struct {
-	URL       string     `json:"url"`
-	Weight    int        `json:"weight"`
-	Usable    bool       `json:"usable"`
-	Healthy   bool       `json:"healthy"` // active checks' verdict
-	Ejected   bool       `json:"ejected"` // passive detection
-	EjectedMs int64      `json:"ejected_for_ms,omitempty"`
-	Ejections int64      `json:"ejections"`
-	Fails     int        `json:"consecutive_failures"` // of requests
-	InFlight  int64      `json:"in_flight"`
-	MaxConns  int64      `json:"max_conns,omitempty"`
-	Share     float64    `json:"slow_start_share"`
-	LatencyMs float64    `json:"ewma_latency_ms,omitempty"`
-	LastCheck *CheckView `json:"last_check,omitempty"`
-}
-
-// CheckView is the JSON form of the last active probe.
-type CheckView struct {
-	Time   time.Time `json:"time"`
-	OK     bool      `json:"ok"`
-	Detail string    `json:"detail"`
-	Passes int       `json:"consecutive_passes"`
-	Fails  int       `json:"consecutive_failures"`
-}
-
-func poolViews(pools []*balancer.Pool) []PoolView {
-	views := make([]PoolView, 0, len(pools))
-	for _, p := range pools {
-		ps := p.State()
-		v := PoolView{Name: ps.Name, Policy: ps.Policy, PanicMode: ps.PanicMode, Usable: ps.Usable}
-		for _, b := range ps.Backends {
-			bv := BackendView{
-				URL: b.URL, Weight: b.Weight, Usable: b.Usable, Healthy: b.Healthy, Ejected: b.Ejected,
-				EjectedMs: b.EjectedFor.Milliseconds(), Ejections: b.Ejections, Fails: b.Fails,
-				InFlight: b.InFlight, MaxConns: b.MaxConns, Share: b.Share,
-				LatencyMs: float64(b.Latency.Microseconds()) / 1000,
-			}
-			if c := b.LastCheck; c != nil {
-				bv.LastCheck = &CheckView{Time: c.Time, OK: c.OK, Detail: c.Detail, Passes: c.Passes, Fails: c.Fails}
-			}
-			v.Backends = append(v.Backends, bv)
-		}
-		views = append(views, v)
+// requireToken lets through requests that carry the token, as
+// "Authorization: Bearer TOKEN" (Prometheus, curl) or as the password of
+// HTTP Basic authentication, which is what a browser can send for a page.
+// Comparing digests keeps the time taken independent of the token.
+func requireToken(token string, next http.Handler) http.Handler {
+	if token == "" {
+		return next
 	}
-	return views
+	want := sha256.Sum256([]byte(token))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got, ok := credentials(r)
+		sum := sha256.Sum256([]byte(got))
+		if !ok || subtle.ConstantTimeCompare(sum[:], want[:]) != 1 {
+			w.Header().Add("WWW-Authenticate", `Bearer realm="Portico admin"`)
+			w.Header().Add("WWW-Authenticate", `Basic realm="Portico admin", charset="UTF-8"`)
+			text(w, http.StatusUnauthorized, "unauthorized: send Authorization: Bearer <admin_token>")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func credentials(r *http.Request) (string, bool) {
+	h := r.Header.Get("Authorization")
+	if len(h) > 7 && strings.EqualFold(h[:7], "Bearer ") {
+		return strings.TrimSpace(h[7:]), true
+	}
+	_, pass, ok := r.BasicAuth()
+	return pass, ok
+}
+
+// uiHeaders keeps the dashboard to its own files (no inline scripts, no
+// other origins) and out of frames.
+func uiHeaders(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("Content-Security-Policy", "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'")
+		h.Set("X-Frame-Options", "DENY")
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("Cache-Control", "no-cache")
+		next.ServeHTTP(w, r)
+	})
+}
+
+func serveUI(w http.ResponseWriter, r *http.Request, name string) {
+	uiHeaders(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.ServeFileFS(w, r, uiFiles, name)
+	})).ServeHTTP(w, r)
+}
+
+func text(w http.ResponseWriter, code int, msg string) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	_, _ = w.Write([]byte(msg + "\n"))
 }

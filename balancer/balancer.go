@@ -36,6 +36,7 @@ type Backend struct {
 	fails        atomic.Int32 // consecutive failed requests
 	ejectedUntil atomic.Int64 // monotonic ns; 0: not ejected
 	ejections    atomic.Int64 // ejections since start, for the admin side
+	ejected5xx   atomic.Int64 // those of them that 5xx responses tipped over
 	streak       atomic.Int32 // ejections since the last success, for backoff
 
 	rampUntil atomic.Int64 // slow start: monotonic ns at which the full share returns; 0: none
@@ -44,7 +45,8 @@ type Backend struct {
 	cost  atomic.Uint64 // float64 nanoseconds
 	stamp atomic.Int64  // monotonic ns of the last observation
 
-	check atomic.Pointer[Check] // last active probe, written by health
+	check                atomic.Pointer[Check] // last active probe, written by health
+	probesOK, probesFail atomic.Int64          // probes since start, by verdict
 }
 
 // NewBackend returns a usable backend. weight must be at least 1.
@@ -60,6 +62,10 @@ func NewBackend(u *url.URL, weight int) (*Backend, error) {
 
 // URL is the backend's scheme and host. Callers must not modify it.
 func (b *Backend) URL() *url.URL { return b.url }
+
+// Index is the backend's position in its pool, from 0: callers keep
+// per-backend data in slices indexed by it instead of looking backends up.
+func (b *Backend) Index() int { return b.index }
 
 // Weight is the backend's configured share of traffic.
 func (b *Backend) Weight() int { return b.weight }
@@ -82,12 +88,25 @@ const (
 // changed. A backend that comes back ramps up over the pool's slow start.
 func (b *Backend) SetUsable(usable bool) (changed bool) {
 	if !usable {
-		return b.gate.Or(gateDown)&gateDown == 0
+		if changed = b.gate.Or(gateDown)&gateDown == 0; changed {
+			b.transition("up", "down", b.checkDetail())
+		}
+		return changed
 	}
 	if changed = b.gate.And(^uint32(gateDown))&gateDown != 0; changed {
 		b.startRamp()
+		b.transition("down", "up", b.checkDetail())
 	}
 	return changed
+}
+
+// checkDetail is the last probe's detail: the reason for the active
+// checks' verdict, which health records before it sets the verdict.
+func (b *Backend) checkDetail() string {
+	if c := b.check.Load(); c != nil {
+		return c.Detail
+	}
+	return ""
 }
 
 // Healthy reports the active checks' verdict; true without checks.
@@ -147,6 +166,8 @@ type Pool struct {
 	log      *slog.Logger
 
 	ejectMu sync.Mutex // serialises ejections, so that two cannot both pass the max_ejected_percent check
+
+	history transitions // recent state changes of the backends, for the admin side
 
 	waiting atomic.Int32  // requests queued for a backend below max_conns
 	wake    chan struct{} // a slot may have freed up

@@ -1,6 +1,9 @@
 package balancer
 
-import "time"
+import (
+	"strconv"
+	"time"
+)
 
 // epoch anchors mono: atomics hold int64 nanoseconds, and the monotonic
 // clock keeps ejections and ramps immune to wall-clock jumps.
@@ -41,14 +44,15 @@ func (b *Backend) Report(r Result, rtt time.Duration) {
 		return
 	}
 	if n := b.fails.Add(1); o.Passive.MaxFails > 0 && int(n) >= o.Passive.MaxFails && b.ejectedUntil.Load() == 0 {
-		b.pool.eject(b, int(n))
+		b.pool.eject(b, int(n), r == ServerError)
 	}
 }
 
 // eject takes b out of service for FailTimeout, doubled for each ejection
 // since its last success up to MaxFailTimeout, unless that would leave more
-// than MaxEjectedPercent of the pool unusable.
-func (p *Pool) eject(b *Backend, fails int) {
+// than MaxEjectedPercent of the pool unusable. by5xx says whether the
+// failure that tipped it over was a 5xx response rather than an error.
+func (p *Pool) eject(b *Backend, fails int, by5xx bool) {
 	p.ejectMu.Lock()
 	defer p.ejectMu.Unlock()
 	if b.ejectedUntil.Load() != 0 {
@@ -73,7 +77,11 @@ func (p *Pool) eject(b *Backend, fails int) {
 	b.ejectedUntil.Store(mono() + int64(d))
 	b.gate.Or(gateEjected)
 	b.ejections.Add(1)
+	if by5xx {
+		b.ejected5xx.Add(1)
+	}
 	b.fails.Store(0)
+	b.transition("usable", "ejected", strconv.Itoa(fails)+" consecutive failures")
 	p.log.Warn("backend ejected", "pool", p.name, "backend", b.url.Host, "old", "usable", "new", "ejected",
 		"reason", "consecutive failures", "consecutive_failures", fails, "for", d.String())
 }
@@ -102,6 +110,7 @@ func (b *Backend) readmitted(reason string) {
 		b.gate.Or(gateEjected)
 	}
 	b.startRamp()
+	b.transition("ejected", "usable", reason)
 	b.pool.log.Info("backend readmitted", "pool", b.pool.name, "backend", b.url.Host,
 		"old", "ejected", "new", "usable", "reason", reason)
 }

@@ -11,8 +11,15 @@ type Check struct {
 	Fails  int    // consecutive failures, this one included
 }
 
-// RecordCheck stores the latest probe outcome for State.
-func (b *Backend) RecordCheck(c Check) { b.check.Store(&c) }
+// RecordCheck stores the latest probe outcome for State and counts it.
+func (b *Backend) RecordCheck(c Check) {
+	b.check.Store(&c)
+	if c.OK {
+		b.probesOK.Add(1)
+	} else {
+		b.probesFail.Add(1)
+	}
+}
 
 // BackendState is a consistent-enough copy of a backend's state for display:
 // each field is read atomically, not all of them at one instant.
@@ -24,28 +31,34 @@ type BackendState struct {
 	Ejected    bool          // out through passive detection
 	EjectedFor time.Duration // time left of the ejection
 	Ejections  int64         // since start
+	Ejected5xx int64         // ejections that 5xx responses tipped over; the rest were errors
 	Fails      int           // consecutive failed requests
 	InFlight   int64
 	MaxConns   int64         // 0: unlimited
 	Share      float64       // of its weight, below 1 during slow start
 	Latency    time.Duration // peak-EWMA latency; ewma pools only
 	LastCheck  *Check        // nil before the first probe or without checks
+	ProbesOK   int64         // active probes passed since start
+	ProbesFail int64         // active probes failed since start
 }
 
 // State returns the backend's state now.
 func (b *Backend) State() BackendState {
 	now := mono()
 	s := BackendState{
-		URL:       b.url.String(),
-		Weight:    b.weight,
-		Usable:    b.Usable(),
-		Healthy:   b.Healthy(),
-		Ejections: b.ejections.Load(),
-		Fails:     int(b.fails.Load()),
-		InFlight:  b.InFlight(),
-		MaxConns:  b.maxConns,
-		Share:     1,
-		LastCheck: b.check.Load(),
+		URL:        b.url.String(),
+		Weight:     b.weight,
+		Usable:     b.Usable(),
+		Healthy:    b.Healthy(),
+		Ejections:  b.ejections.Load(),
+		Ejected5xx: b.ejected5xx.Load(),
+		ProbesOK:   b.probesOK.Load(),
+		ProbesFail: b.probesFail.Load(),
+		Fails:      int(b.fails.Load()),
+		InFlight:   b.InFlight(),
+		MaxConns:   b.maxConns,
+		Share:      1,
+		LastCheck:  b.check.Load(),
 	}
 	if b.pool != nil {
 		s.Share = b.share()
@@ -66,11 +79,17 @@ type PoolState struct {
 	PanicMode bool
 	Usable    int // backends usable now
 	Backends  []BackendState
+	// Transitions are the latest state changes of the pool's backends,
+	// oldest first.
+	Transitions []Transition
 }
 
 // State returns the pool's state now.
 func (p *Pool) State() PoolState {
-	s := PoolState{Name: p.name, Policy: p.opts.Policy, PanicMode: p.opts.PanicMode, Backends: make([]BackendState, len(p.backends))}
+	s := PoolState{
+		Name: p.name, Policy: p.opts.Policy, PanicMode: p.opts.PanicMode,
+		Backends: make([]BackendState, len(p.backends)), Transitions: p.history.list(),
+	}
 	for i, b := range p.backends {
 		s.Backends[i] = b.State()
 		if s.Backends[i].Usable {

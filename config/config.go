@@ -25,6 +25,9 @@ type Config struct {
 
 	// File is the path the configuration was read from, for messages.
 	File string `toml:"-"`
+	// Checksum is the SHA-256 of the document, in hex: which configuration
+	// is in force, for the admin API.
+	Checksum string `toml:"-"`
 	// Warnings are problems that do not stop Portico, such as an expired
 	// static certificate: validate prints them, run logs them.
 	Warnings Problems `toml:"-"`
@@ -35,6 +38,8 @@ type Server struct {
 	HTTPAddr          string   `toml:"http_addr"`
 	HTTPSAddr         string   `toml:"https_addr"`
 	AdminAddr         string   `toml:"admin_addr"`
+	AdminToken        Secret   `toml:"admin_token"` // required when admin_addr is not loopback
+	AdminPprof        bool     `toml:"admin_pprof"` // serve /debug/pprof/ on the admin listener
 	ReadHeaderTimeout Duration `toml:"read_header_timeout"`
 	IdleTimeout       Duration `toml:"idle_timeout"`
 	MaxHeaderBytes    int      `toml:"max_header_bytes"`
@@ -145,6 +150,20 @@ const (
 	DefaultMaxIdleConnsPerBackend = 128
 	DefaultRetries                = 2
 )
+
+// Secret is a configuration value that must never be printed: formatting
+// and encoding it (logs, %v, JSON, TOML) give "REDACTED".
+type Secret string
+
+const redacted = "REDACTED"
+
+func (Secret) String() string               { return redacted }
+func (Secret) GoString() string             { return redacted }
+func (Secret) MarshalText() ([]byte, error) { return []byte(redacted), nil }
+
+// MinTokenLength is the shortest admin_token accepted: 16 random
+// characters resist guessing over the network.
+const MinTokenLength = 16
 
 // Off disables a listener (admin_addr) or output (access_log).
 const Off = "off"

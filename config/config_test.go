@@ -1,6 +1,9 @@
 package config
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -555,6 +558,60 @@ var problemCases = []problemCase{
 		}},
 	{name: "max_header_bytes too small", lines: tail(`[server]`, `max_header_bytes = 512`),
 		want: []want{{2, "server.max_header_bytes", "must be at least 1024, got 512"}}},
+	{name: "admin on every interface without a token", lines: tail(`[server]`, `http_addr = ":80"`, `admin_addr = ":9090"`),
+		want: []want{{3, "server.admin_addr", `":9090" is reachable from other hosts: set server.admin_token`}}},
+	{name: "admin on a public address without a token", lines: tail(`[server]`, `admin_addr = "192.0.2.1:9090"`),
+		want: []want{{2, "server.admin_addr", "set server.admin_token"}}},
+	{name: "admin on a host name without a token", lines: tail(`[server]`, `admin_addr = "admin.internal:9090"`),
+		want: []want{{2, "server.admin_addr", "set server.admin_token"}}},
+	{name: "admin token too short", lines: tail(`[server]`, `admin_addr = ":9090"`, `admin_token = "hunter2"`),
+		want: []want{{3, "server.admin_token", "too short: use at least 16 characters"}}},
+}
+
+// The admin listener may face the network only with a token; loopback
+// needs none.
+func TestAdminAddrLoopbackOrToken(t *testing.T) {
+	for _, server := range [][]string{
+		{`admin_addr = "127.0.0.1:9090"`},
+		{`admin_addr = "127.1.2.3:9090"`},
+		{`admin_addr = "[::1]:9090"`},
+		{`admin_addr = "localhost:9090"`},
+		{`admin_addr = "off"`},
+		{`admin_addr = ":9090"`, `admin_token = "0123456789abcdef"`},
+	} {
+		cfg := parseOK(t, doc(lines(append([]string{`[server]`}, server...), okPool, okRoute)...))
+		if cfg.Server.AdminPprof {
+			t.Errorf("%v: admin_pprof defaults to true", server)
+		}
+	}
+}
+
+// The admin token never shows when a configuration is printed or encoded,
+// and the checksum identifies the document.
+func TestAdminTokenIsRedactedAndChecksumIsSet(t *testing.T) {
+	const token = "s3cret-t0ken-0123456789"
+	src := doc(lines(ls(`[server]`, `admin_addr = ":9090"`, `admin_token = "`+token+`"`, `admin_pprof = true`), okPool, okRoute)...)
+	cfg := parseOK(t, src)
+	if string(cfg.Server.AdminToken) != token || !cfg.Server.AdminPprof {
+		t.Fatalf("admin_token = %q, admin_pprof = %v", string(cfg.Server.AdminToken), cfg.Server.AdminPprof)
+	}
+	var encoded strings.Builder
+	if err := toml.NewEncoder(&encoded).Encode(cfg.Server); err != nil {
+		t.Fatal(err)
+	}
+	js, _ := json.Marshal(cfg.Server)
+	for name, out := range map[string]string{
+		"%v": fmt.Sprintf("%v", cfg.Server), "%+v": fmt.Sprintf("%+v", cfg.Server), "%#v": fmt.Sprintf("%#v", cfg.Server),
+		"json": string(js), "toml": encoded.String(),
+	} {
+		if strings.Contains(out, token) || !strings.Contains(out, "REDACTED") {
+			t.Errorf("%s shows the token or no REDACTED: %s", name, out)
+		}
+	}
+	sum := sha256.Sum256([]byte(src))
+	if cfg.Checksum != hex.EncodeToString(sum[:]) {
+		t.Errorf("Checksum = %q, want the document's SHA-256", cfg.Checksum)
+	}
 }
 
 // checkProblems compares ps with ws and returns what differs, or "".

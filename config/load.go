@@ -1,6 +1,8 @@
 package config
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -60,8 +62,9 @@ func Parse(data []byte, file string) (*Config, error) {
 		Config
 		Middlewares map[string]toml.Primitive `toml:"middlewares"`
 	}
+	sum := sha256.Sum256(data)
 	cfg := &doc.Config
-	cfg.File = file
+	cfg.File, cfg.Checksum = file, hex.EncodeToString(sum[:])
 	md, err := toml.Decode(string(data), &doc)
 	if err != nil {
 		var pe toml.ParseError

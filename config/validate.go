@@ -118,7 +118,7 @@ func validPort(port string) bool {
 func (v *validator) server(s *Server) (httpsOK bool) {
 	v.addr("server.http_addr", s.HTTPAddr, false)
 	httpsOK = s.HTTPSAddr == "" || v.addr("server.https_addr", s.HTTPSAddr, false)
-	v.addr("server.admin_addr", s.AdminAddr, true)
+	v.admin(s)
 	v.duration("server.read_header_timeout", s.ReadHeaderTimeout)
 	v.duration("server.idle_timeout", s.IdleTimeout)
 	v.duration("server.shutdown_timeout", s.ShutdownTimeout)
@@ -143,6 +143,32 @@ func (v *validator) server(s *Server) (httpsOK bool) {
 	}
 	v.http2(&s.HTTP2)
 	return httpsOK
+}
+
+// admin checks the admin listener: anyone who can reach it sees the whole
+// topology and can profile the process, so off loopback it needs a token.
+func (v *validator) admin(s *Server) {
+	if !v.addr("server.admin_addr", s.AdminAddr, true) || s.AdminAddr == Off {
+		return
+	}
+	if s.AdminToken == "" && !isLoopback(s.AdminAddr) {
+		v.add("server.admin_addr", "%q is reachable from other hosts: set server.admin_token, or listen on loopback (such as \"127.0.0.1:9090\")", s.AdminAddr)
+	}
+	if s.AdminToken != "" && len(s.AdminToken) < MinTokenLength {
+		v.add("server.admin_token", "too short: use at least %d characters, such as the output of \"openssl rand -hex 32\"", MinTokenLength)
+	}
+}
+
+// isLoopback reports whether a listen address only accepts local
+// connections. A host name other than localhost may resolve anywhere, and
+// an empty host listens on every interface.
+func isLoopback(addr string) bool {
+	host, _, _ := net.SplitHostPort(addr)
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Unmap().IsLoopback()
 }
 
 func (v *validator) log(l *Log) {

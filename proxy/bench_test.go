@@ -9,11 +9,12 @@ import (
 	"testing"
 
 	"github.com/portico/portico/config"
+	"github.com/portico/portico/metrics"
 )
 
 // benchProxy returns a handler in front of two real loopback backends that
 // answer 100 bytes, as ../shared/bench does.
-func benchProxy(b *testing.B) *Handler {
+func benchProxy(b *testing.B, opts ...Option) *Handler {
 	body := strings.Repeat("x", 100)
 	var urls []string
 	for range 2 {
@@ -34,7 +35,7 @@ pool = "app"
 	if err != nil {
 		b.Fatal(err)
 	}
-	snap, err := NewSnapshot(cfg, slog.New(slog.DiscardHandler))
+	snap, err := NewSnapshot(cfg, slog.New(slog.DiscardHandler), opts...)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -45,19 +46,11 @@ pool = "app"
 // BenchmarkProxy measures one proxied GET. "handler" calls ServeHTTP
 // directly, so its allocations are the proxy's and its backend client's;
 // "loopback" adds a real client and Portico's own server, as users see it.
+// "metrics" is "handler" with every request and attempt recorded.
 func BenchmarkProxy(b *testing.B) {
 	h := benchProxy(b)
-	b.Run("handler", func(b *testing.B) {
-		b.ReportAllocs()
-		for b.Loop() {
-			req := httptest.NewRequest("GET", "http://app.example.com/index.html", nil)
-			rec := httptest.NewRecorder()
-			h.ServeHTTP(rec, req)
-			if rec.Code != http.StatusOK {
-				b.Fatalf("status %d", rec.Code)
-			}
-		}
-	})
+	b.Run("handler", func(b *testing.B) { benchHandler(b, h) })
+	b.Run("metrics", func(b *testing.B) { benchHandler(b, benchProxy(b, WithMetrics(metrics.New("bench")))) })
 	b.Run("loopback", func(b *testing.B) {
 		front := httptest.NewServer(h)
 		defer front.Close()
@@ -77,4 +70,16 @@ func BenchmarkProxy(b *testing.B) {
 			}
 		})
 	})
+}
+
+func benchHandler(b *testing.B, h *Handler) {
+	b.ReportAllocs()
+	for b.Loop() {
+		req := httptest.NewRequest("GET", "http://app.example.com/index.html", nil)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != http.StatusOK {
+			b.Fatalf("status %d", rec.Code)
+		}
+	}
 }

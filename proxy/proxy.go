@@ -23,6 +23,7 @@ import (
 
 	"github.com/portico/portico/balancer"
 	"github.com/portico/portico/config"
+	"github.com/portico/portico/metrics"
 	"github.com/portico/portico/middleware"
 	"github.com/portico/portico/reqinfo"
 )
@@ -34,6 +35,7 @@ type Snapshot struct {
 	routes                   routeTable
 	upstreams                map[string]*upstream
 	pools                    []*balancer.Pool // sorted by name
+	unrouted                 *metrics.Route   // requests no route matched
 	middlewares              *middleware.Set
 	access                   AccessLogger // nil: no access log
 }
@@ -43,14 +45,19 @@ type AccessLogger interface {
 	Log(r *http.Request, info *reqinfo.Info)
 }
 
-// Option gives NewSnapshot what a configuration does not hold.
+// Option adds to what a snapshot is built with.
 type Option func(*options)
 
 type options struct {
+	metrics    *metrics.Metrics
 	prev       *Snapshot
 	rejections middleware.Rejections
 	access     AccessLogger
 }
+
+// WithMetrics records every request and backend attempt in m. Without it
+// nothing is recorded.
+func WithMetrics(m *metrics.Metrics) Option { return func(o *options) { o.metrics = m } }
 
 // WithPrevious builds the snapshot that replaces prev: middlewares whose
 // options did not change keep their state (rate-limit buckets, in-flight
@@ -77,6 +84,7 @@ func NewSnapshot(cfg *config.Config, log *slog.Logger, opts ...Option) (*Snapsho
 		trusted:     cfg.Server.Trusted,
 		upstreams:   make(map[string]*upstream, len(cfg.Pools)),
 		access:      o.access,
+		unrouted:    o.metrics.Route(metrics.Unrouted),
 	}
 	var prevSet *middleware.Set
 	if o.prev != nil {
@@ -88,7 +96,7 @@ func NewSnapshot(cfg *config.Config, log *slog.Logger, opts ...Option) (*Snapsho
 	}
 	s.middlewares = mws
 	for name, pc := range cfg.Pools {
-		up, err := newUpstream(name, pc, log)
+		up, err := newUpstream(name, pc, log, o.metrics)
 		if err != nil {
 			s.Close()
 			return nil, fmt.Errorf("pool %q: %w", name, err)
@@ -111,6 +119,7 @@ func NewSnapshot(cfg *config.Config, log *slog.Logger, opts ...Option) (*Snapsho
 			prefix: rc.PathPrefix,
 			strip:  rc.StripPrefix,
 			pool:   rc.Pool,
+			stats:  o.metrics.Route(rc.Name),
 		}
 		// Server middlewares first, then the route's, then forwarding.
 		chain := append(append([]string{}, cfg.Server.Middlewares...), rc.Middlewares...)
@@ -163,10 +172,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	d, _ := w.(deadliner) // before wrapping: the wrappers hide it
 	inner := r.WithContext(ctx)
 	countBody(inner, info)
-	s.serve(&recorder{ResponseWriter: w, info: info}, d, inner, info)
+	stats := s.serve(&recorder{ResponseWriter: w, info: info}, d, inner, info)
 	if info.Status == 0 {
 		info.Status = http.StatusOK // a handler that wrote nothing sent an empty 200
 	}
+	stats.Observe(r.Method, info.Status, time.Since(info.Start), info.BytesOut)
 	if s.access != nil {
 		// The original request: its path is what the client asked for,
 		// before a rewrite (dot segments resolved, as routing saw it).
@@ -174,7 +184,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func (s *Snapshot) serve(w http.ResponseWriter, d deadliner, r *http.Request, info *reqinfo.Info) {
+// serve answers the request and returns the series it is recorded in.
+func (s *Snapshot) serve(w http.ResponseWriter, d deadliner, r *http.Request, info *reqinfo.Info) *metrics.Route {
 	if hasDotSegment(r.URL.Path) {
 		// Resolve "." and ".." before matching, as nginx does, so that
 		// "/public/../admin" cannot match "/public" and reach a backend
@@ -184,13 +195,14 @@ func (s *Snapshot) serve(w http.ResponseWriter, d deadliner, r *http.Request, in
 	rt := s.routes.match(r.Host, r.URL.Path)
 	if rt == nil {
 		http.Error(w, "no route for this host and path", http.StatusNotFound)
-		return
+		return s.unrouted
 	}
 	info.Route, info.Pool = rt.name, rt.pool
 	if d != nil {
 		w = guardSlowClient(w, d, r, s.bodyTimeout, s.sendTimeout)
 	}
 	rt.handler.ServeHTTP(w, r)
+	return rt.stats
 }
 
 func hasDotSegment(p string) bool {

@@ -41,8 +41,8 @@ func poolOptions(pc *config.Pool, log *slog.Logger) balancer.Options {
 
 // attempt sends req to b and tells b's state how it went: the latency for
 // ewma, the success or failure for passive outlier detection; the time to
-// the response headers goes into the request record. An attempt the
-// client abandoned says nothing about the backend.
+// the response headers goes into the request record and the metrics. An
+// attempt the client abandoned says nothing about the backend.
 func (u *upstream) attempt(req *http.Request, b *balancer.Backend, info *reqinfo.Info) (*http.Response, error) {
 	start := time.Now()
 	res, err := u.transport.forRequest(req).RoundTrip(req)
@@ -55,7 +55,14 @@ func (u *upstream) attempt(req *http.Request, b *balancer.Backend, info *reqinfo
 		b.Report(balancer.Success, rtt)
 	case req.Context().Err() == nil:
 		b.Report(balancer.Failure, rtt)
+	default:
+		return res, err
 	}
+	status := 0
+	if err == nil {
+		status = res.StatusCode
+	}
+	u.stats.Attempt(b.Index(), status, rtt)
 	return res, err
 }
 

@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"sort"
 	"strings"
+
+	"github.com/portico/portico/metrics"
 )
 
 // route is one [[routes]] entry, resolved: its handler forwards to its pool.
@@ -15,6 +17,7 @@ type route struct {
 	strip   bool
 	pool    string
 	handler http.Handler
+	stats   *metrics.Route // nil without metrics
 }
 
 // matches reports whether path is under the route's prefix, on whole segments:

@@ -10,6 +10,7 @@ import (
 
 	"github.com/portico/portico/balancer"
 	"github.com/portico/portico/config"
+	"github.com/portico/portico/metrics"
 )
 
 // upstream is a pool at run time: the balancer's pool, the transports
@@ -20,23 +21,29 @@ type upstream struct {
 	transport *transports
 	retries   int
 	budget    *retryBudget
+	stats     *metrics.Pool // nil without metrics
 	log       *slog.Logger
 }
 
-func newUpstream(name string, pc *config.Pool, log *slog.Logger) (*upstream, error) {
+func newUpstream(name string, pc *config.Pool, log *slog.Logger, m *metrics.Metrics) (*upstream, error) {
 	backends := make([]*balancer.Backend, 0, len(pc.Backends))
+	hosts := make([]string, 0, len(pc.Backends))
 	for _, bc := range pc.Backends {
 		b, err := balancer.NewBackend(bc.Parsed, bc.Weight)
 		if err != nil {
 			return nil, err
 		}
 		backends = append(backends, b)
+		hosts = append(hosts, bc.Parsed.Host)
 	}
 	pool, err := balancer.NewPool(name, backends, poolOptions(pc, log))
 	if err != nil {
 		return nil, err
 	}
-	return &upstream{pool: pool, transport: newTransports(pc), retries: pc.Retries, budget: newRetryBudget(pc.RetryBudgetPercent), log: log}, nil
+	return &upstream{
+		pool: pool, transport: newTransports(pc), retries: pc.Retries,
+		budget: newRetryBudget(pc.RetryBudgetPercent), stats: m.Pool(name, hosts), log: log,
+	}, nil
 }
 
 // dialError marks a failure to connect: the request never left, so any
@@ -80,6 +87,7 @@ func (u *upstream) RoundTrip(req *http.Request) (*http.Response, error) {
 		if attempt >= u.retries || !retryable(req, body, err) || !u.budget.retry() {
 			return nil, err
 		}
+		u.stats.Retry()
 		u.log.Info("retrying on another backend", "request_id", info.RequestID, "route", info.Route,
 			"pool", u.pool.Name(), "backend", info.Backend, "attempt", attempt+1, "err", err)
 	}

@@ -97,6 +97,13 @@ pool = "app"
 		t.Fatalf("config: %v", err)
 	}
 	cfg.Log.AccessLog = config.Off // the tests read no access log
+	return runServe(t, cfg)
+}
+
+// runServe runs serve with cfg until the test ends and returns the
+// addresses it listens on.
+func runServe(t *testing.T, cfg *config.Config) listenAddrs {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan listenAddrs, 1)
 	done := make(chan error, 1)
@@ -211,12 +218,14 @@ func TestBackendKilledUnderLoadLosesNoGET(t *testing.T) {
 			var us []*upstream
 			for i := range 3 {
 				// 15 ms answers: a few requests are in flight on each
-				// backend when one is killed.
+				// backend when one is killed. Probes get a generous
+				// timeout: the kill is seen at once (connection refused),
+				// and a busy CI machine must not fail the live backends.
 				us = append(us, startUpstream(t, fmt.Sprintf("b%d", i), answer(15*time.Millisecond)))
 			}
 			addrs := startPortico(t, fmt.Sprintf(`balance = %q
 backends = %s
-health = { interval = "250ms", timeout = "100ms" }
+health = { interval = "500ms", timeout = "500ms" }
 passive = { fail_timeout = "1s" }`, policy, backendList(us...)))
 
 			killAt := 3 * time.Second

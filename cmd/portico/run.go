@@ -18,9 +18,10 @@ import (
 
 	"github.com/portico/portico/accesslog"
 	"github.com/portico/portico/admin"
-	"github.com/portico/portico/balancer"
 	"github.com/portico/portico/config"
 	"github.com/portico/portico/health"
+	"github.com/portico/portico/metrics"
+	"github.com/portico/portico/middleware"
 	"github.com/portico/portico/proxy"
 	"github.com/portico/portico/tlsmgr"
 )
@@ -52,7 +53,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	log := newLogger(cfg.Log, stderr)
 	if err := serve(ctx, cfg, log, func(addrs listenAddrs) {
 		if demo != nil {
-			printQuickstart(stdout, addrs)
+			printQuickstart(stdout, addrs, demo)
 		}
 	}); err != nil {
 		log.Error("portico stopped", "err", err)
@@ -76,13 +77,24 @@ func newLogger(lc config.Log, w io.Writer) *slog.Logger {
 
 type listenAddrs struct{ http, https, admin string }
 
-// serve runs the proxy until ctx ends, then shuts down gracefully. ready is
-// called once every listener is bound.
-func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ready func(listenAddrs)) error {
+// serve runs the proxy until ctx ends, then shuts down gracefully. started
+// is called once every listener is bound. The admin listener, bound last,
+// is shut down last: /readyz answers 503 while the others drain.
+func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, started func(listenAddrs)) error {
 	for _, w := range cfg.Warnings {
 		log.Warn("configuration warning", "problem", w.Error())
 	}
-	var opts []proxy.Option
+	// Without an admin listener nobody can read metrics: none are recorded.
+	var m *metrics.Metrics
+	opts := []proxy.Option{}
+	if cfg.Server.AdminAddr != config.Off {
+		m = metrics.New(versionString())
+		stopTicker := runTicker(ctx, m)
+		defer stopTicker()
+		opts = append(opts, proxy.WithMetrics(m), proxy.WithRejections(func(mw, reason string) middleware.Counter {
+			return m.Rejections(mw, reason)
+		}))
+	}
 	if cfg.Log.AccessLog != config.Off {
 		access, err := accesslog.Open(cfg.Log.AccessLog, cfg.Log.AccessFormat, cfg.Log.AccessLogQuery, log)
 		if err != nil {
@@ -92,6 +104,9 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ready func
 		stopReopen := reopenOnSIGUSR1(access, log)
 		defer stopReopen()
 		opts = append(opts, proxy.WithAccessLog(access))
+		if m != nil {
+			m.WatchAccessLogDrops(access.Dropped)
+		}
 	}
 	snap, err := proxy.NewSnapshot(cfg, log, opts...)
 	if err != nil {
@@ -129,6 +144,9 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ready func
 		ln, err := net.Listen("tcp", addr)
 		if err != nil {
 			return nil, fmt.Errorf("%s listener: %w", name, err)
+		}
+		if name != "admin" {
+			ln = m.TrackConns(name, srv, ln)
 		}
 		ls = append(ls, listener{name, ln, srv})
 		return ln, nil
@@ -168,14 +186,20 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ready func
 	}
 	addrs.http = ln.Addr().String()
 
+	var ready admin.Readiness
+	var bound []admin.Listener // complete before the admin listener serves
 	if cfg.Server.AdminAddr != config.Off {
-		pools := func() []*balancer.Pool { return h.Snapshot().Pools() }
-		srv := &http.Server{Handler: admin.Handler(pools), ReadHeaderTimeout: cfg.Server.ReadHeaderTimeout.Duration}
+		o := adminOptions(cfg, h, certs, m, &ready)
+		o.Listeners = func() []admin.Listener { return bound }
+		srv := &http.Server{Handler: admin.Handler(o), ReadHeaderTimeout: cfg.Server.ReadHeaderTimeout.Duration}
 		ln, err := listen("admin", cfg.Server.AdminAddr, srv)
 		if err != nil {
 			return err
 		}
 		addrs.admin = ln.Addr().String()
+	}
+	for _, l := range ls {
+		bound = append(bound, admin.Listener{Name: l.name, Addr: l.ln.Addr().String()})
 	}
 
 	errc := make(chan error, len(ls))
@@ -187,7 +211,8 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ready func
 			}
 		}()
 	}
-	ready(addrs)
+	ready.Set(true)
+	started(addrs)
 	if certs != nil {
 		certs.Start(ctx) // after the listeners: ACME challenges arrive on them
 	}
@@ -197,6 +222,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ready func
 	case err := <-errc:
 		return err
 	}
+	ready.Set(false)
 	log.Info("shutting down", "timeout", cfg.Server.ShutdownTimeout.Duration.String())
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.Server.ShutdownTimeout.Duration)
 	defer cancel()
@@ -247,7 +273,8 @@ func quickstart() (*config.Config, []*http.Server, error) {
 		if err != nil {
 			return nil, nil, fmt.Errorf("quickstart demo backend: %w", err)
 		}
-		srv := &http.Server{Handler: demoBackend(name), ReadHeaderTimeout: 10 * time.Second}
+		srv := &http.Server{ReadHeaderTimeout: 10 * time.Second, Addr: ln.Addr().String()}
+		srv.Handler = demoBackend(name, srv)
 		go func() { _ = srv.Serve(ln) }()
 		servers = append(servers, srv)
 		doc = strings.ReplaceAll(doc, fmt.Sprintf("{{DEMO%d}}", i+1), ln.Addr().String())
@@ -256,8 +283,15 @@ func quickstart() (*config.Config, []*http.Server, error) {
 	return cfg, servers, err
 }
 
-func demoBackend(name string) http.Handler {
+// demoBackend greets whoever calls it. POST /stop stops it, as a crashed
+// backend would, to watch Portico route around it.
+func demoBackend(name string, srv *http.Server) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost && r.URL.Path == "/stop" {
+			fmt.Fprintf(w, "%s stops\n", name)
+			go func() { _ = srv.Close() }()
+			return
+		}
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Header().Set("X-Demo-Backend", name)
 		fmt.Fprintf(w, "Hello from %s: %s %s (X-Forwarded-For: %s)\n",
@@ -265,17 +299,19 @@ func demoBackend(name string) http.Handler {
 	})
 }
 
-func printQuickstart(w io.Writer, a listenAddrs) {
+func printQuickstart(w io.Writer, a listenAddrs, demo []*http.Server) {
 	fmt.Fprintf(w, `
 Portico quickstart is running: two demo backends behind one proxy, round robin.
 
-  curl http://%[1]s/         # run it twice: demo-1 and demo-2 take turns
-  curl http://%[2]s/api/pools   # backends and their state (admin listener)
+  curl http://%[1]s/           # run it twice: demo-1 and demo-2 take turns
+  open http://%[2]s/           # the dashboard: traffic, backends, health
+  curl http://%[2]s/metrics    # Prometheus metrics
+  curl -X POST http://%[3]s/stop   # stop demo-2 and watch it go down
 
 Write your own configuration from config.example.toml, then:
   portico validate -config portico.toml && portico run -config portico.toml
 
 Ctrl-C stops.
 
-`, a.http, a.admin)
+`, a.http, a.admin, demo[len(demo)-1].Addr)
 }
