@@ -28,6 +28,11 @@ type basicAuth struct {
 	cache      *authCache
 	compare    func(hash, password []byte) error // bcrypt; tests count calls
 	rejected   Counter
+	// dummy is checked for unknown users, at the cost of the configured
+	// hashes, so that a wrong user name takes as long as a wrong password
+	// and user names cannot be probed by timing. Made on first use: it
+	// costs as much as a login.
+	dummy func() []byte
 }
 
 func newBasicAuth(name string, o *config.BasicAuth, env Env, prior any) (Middleware, any, error) {
@@ -36,8 +41,12 @@ func newBasicAuth(name string, o *config.BasicAuth, env Env, prior any) (Middlew
 		c = newAuthCache(authCacheSize, authCacheTTL, env.now)
 	}
 	users := make(map[string][]byte, len(o.Users))
+	cost := bcrypt.MinCost
 	for u, h := range o.Users {
 		users[u] = []byte(h)
+		if c, err := bcrypt.Cost([]byte(h)); err == nil && c > cost {
+			cost = c
+		}
 	}
 	return &basicAuth{
 		users:      users,
@@ -46,16 +55,12 @@ func newBasicAuth(name string, o *config.BasicAuth, env Env, prior any) (Middlew
 		cache:      c,
 		compare:    bcrypt.CompareHashAndPassword,
 		rejected:   env.counter(name, ReasonUnauthorized),
+		dummy: sync.OnceValue(func() []byte {
+			h, _ := bcrypt.GenerateFromPassword([]byte("portico"), cost)
+			return h
+		}),
 	}, c, nil
 }
-
-// dummyHash is checked for unknown users, so that a wrong user name takes as
-// long as a wrong password and user names cannot be probed by timing. Made
-// on first use: it costs as much as a login.
-var dummyHash = sync.OnceValue(func() []byte {
-	h, _ := bcrypt.GenerateFromPassword([]byte("portico"), bcrypt.DefaultCost)
-	return h
-})
 
 func (a *basicAuth) check(user, password string) bool {
 	if a.cache.hit(user, password) {
@@ -63,7 +68,7 @@ func (a *basicAuth) check(user, password string) bool {
 	}
 	hash, known := a.users[user]
 	if !known {
-		_ = a.compare(dummyHash(), []byte(password))
+		_ = a.compare(a.dummy(), []byte(password))
 		return false
 	}
 	if a.compare(hash, []byte(password)) != nil {
