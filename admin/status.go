@@ -92,8 +92,8 @@ func status(o *Options) Status {
 		for _, r := range cfg.Routes {
 			rv := RouteView{
 				Name: r.Name, Host: r.Host, PathPrefix: r.PathPrefix, StripPrefix: r.StripPrefix, Pool: r.Pool,
-				// Filled from routes[].middlewares when the middleware chain lands.
-				Middlewares: []string{},
+				// The chain as it runs: server.middlewares first.
+				Middlewares: append(append([]string{}, cfg.Server.Middlewares...), r.Middlewares...),
 			}
 			if t, ok := traffic[r.Name]; ok {
 				rv.Traffic = &t

@@ -89,6 +89,11 @@ func (c *Config) Settings() Settings {
 		delete(kv, "name")
 		add("routes", r.Name, kv)
 	}
+	for name, m := range c.Middlewares {
+		kv := flat(m.Options)
+		kv["type"] = strconv.Quote(m.Type)
+		add("middlewares", name, kv)
+	}
 
 	// Tables not named above, as they come: [section.NAME] items or one
 	// [section] item.
@@ -229,15 +234,6 @@ func diffKeys(old, new map[string]string) []KeyChange {
 	return out
 }
 
-func sortedKeys[V any](m map[string]V) []string {
-	ks := make([]string, 0, len(m))
-	for k := range m {
-		ks = append(ks, k)
-	}
-	sort.Strings(ks)
-	return ks
-}
-
 // flat writes v's TOML keys, nested ones dotted ("health.interval"), with
 // their values.
 func flat(v any) map[string]string {
@@ -271,6 +267,8 @@ func flatten(key string, v reflect.Value, secret bool, out map[string]string) {
 	}
 	switch v.Kind() {
 	case reflect.Struct:
+		n := len(out)
+		var plain []string // a value type's own fields, such as a parsed rate
 		for i := range v.NumField() {
 			f := v.Type().Field(i)
 			switch tag := tomlKey(f); {
@@ -278,11 +276,16 @@ func flatten(key string, v reflect.Value, secret bool, out map[string]string) {
 				flatten(key, v.Field(i), false, out) // its keys are the table's own
 			case f.IsExported() && tag != "":
 				flatten(join(key, tag), v.Field(i), f.Tag.Get("secret") == "true", out)
+			case f.IsExported():
+				plain = append(plain, fmt.Sprintf("%s=%v", f.Name, v.Field(i).Interface()))
 			}
+		}
+		if len(out) == n && len(plain) > 0 {
+			out[key] = strings.Join(plain, " ")
 		}
 	case reflect.Map:
 		for _, k := range v.MapKeys() {
-			flatten(join(key, fmt.Sprint(k.Interface())), v.MapIndex(k), false, out)
+			flatten(join(key, fmt.Sprint(k.Interface())), v.MapIndex(k), secret, out)
 		}
 	case reflect.Slice, reflect.Array:
 		elem := v.Type().Elem()
@@ -291,7 +294,7 @@ func flatten(key string, v reflect.Value, secret bool, out map[string]string) {
 		}
 		if elem.Kind() == reflect.Struct || elem.Kind() == reflect.Map {
 			for i := range v.Len() {
-				flatten(key+"["+strconv.Itoa(i)+"]", v.Index(i), false, out)
+				flatten(key+"["+strconv.Itoa(i)+"]", v.Index(i), secret, out)
 			}
 			return
 		}
@@ -313,10 +316,11 @@ func tomlKey(f reflect.StructField) string {
 }
 
 // isSecretKey recognises keys that hold credentials by their name, so that a
-// new one is hidden even if its field lacks the `secret:"true"` tag.
+// new one is hidden even if its field lacks the `secret:"true"` tag; header
+// values set by name (headers.request_set.Authorization) count too.
 func isSecretKey(key string) bool {
-	last := key[strings.LastIndexAny(key, ".]")+1:]
-	for _, w := range []string{"password", "token", "secret", "api_key", "private_key"} {
+	last := strings.ToLower(key[strings.LastIndexAny(key, ".]")+1:])
+	for _, w := range []string{"password", "passwd", "token", "secret", "api_key", "private_key", "authorization", "cookie"} {
 		if strings.Contains(last, w) {
 			return true
 		}

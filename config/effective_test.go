@@ -169,3 +169,35 @@ func TestConfigProblemHasTheKeysLine(t *testing.T) {
 		t.Errorf("an unwritten key's problem is on line %d, want its table's (3)", p.Line)
 	}
 }
+
+// Middlewares are compared by name: their type and options, with
+// credentials shown only as a hash.
+func TestDiffListsMiddlewares(t *testing.T) {
+	doc := func(rate, hash string) string {
+		return doc(
+			`[middlewares.limit]`,
+			`type = "rate_limit"`,
+			`rate = "`+rate+`"`,
+			`[middlewares.login]`,
+			`type = "basic_auth"`,
+			`users = { ops = "`+hash+`" }`,
+			`[pools.app]`,
+			`backends = [{ url = "http://10.0.0.1:80" }]`,
+			`[[routes]]`,
+			`pool = "app"`,
+			`middlewares = ["limit", "login"]`,
+		)
+	}
+	const h1 = "$2a$10$C6UzMDM.H6dfI/f/IKxGhu1Qvz2vZpX6gRgu6/0RvFkQZ0k2rXy4e"
+	const h2 = "$2a$10$N9qo8uLOickgx2ZMRZoMyeIjZAgcfl7p92ldGxad68LJZdL17lhWy"
+	before, after := parseOK(t, doc("10/s", h1)), parseOK(t, doc("20/s", h2))
+	got := summaries(Diff(before.Settings(), after.Settings()))
+	for _, want := range []string{`~ middlewares limit: burst: 10 -> 20, rate: PerSecond=10 -> PerSecond=20`, `~ middlewares login: users: "(secret, sha256 `} {
+		if !strings.Contains(got, want) {
+			t.Errorf("diff lacks %q:\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, h1) || strings.Contains(got, h2) {
+		t.Errorf("diff shows a password hash:\n%s", got)
+	}
+}

@@ -37,15 +37,18 @@ func retiringFrom(prev, next *Snapshot) []retiring {
 // drainTick is how often Drain closes what went idle.
 const drainTick = 250 * time.Millisecond
 
-// Drain retires the backend connections that the snapshot replaced by s
-// used and s does not; call it once s is in use. Requests still running on
-// the old snapshot finish: their connections are closed as they go idle.
+// Drain retires what the snapshot replaced by s used and s does not; call
+// it once s is in use. The middleware states s did not take over are
+// released at once (requests still running on the old snapshot keep
+// working). Requests still running on removed or reconfigured backends
+// finish: their connections are closed as they go idle.
 // When timeout has passed (or ctx ends), whatever a removed backend still
 // has open, upgraded connections (WebSocket), event streams and long
 // responses included, is cut. A backend that only got new transport
 // settings is never cut: its last connections close when their requests end
 // (at the latest, the transport's idle timeout closes them).
 func (s *Snapshot) Drain(ctx context.Context, timeout time.Duration) {
+	s.prevMiddlewares.Close()
 	if len(s.retiring) == 0 {
 		return
 	}

@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
-	"net/netip"
 	"strings"
 	"sync"
 
@@ -20,14 +19,14 @@ import (
 // ReverseProxy (hop-by-hop headers, trailers, 1xx, upgrades, flushing of
 // streams) with Portico's rewrite, error mapping and pooled buffers. The
 // upstream picks the backend for each attempt.
-func newForwarder(rt *route, up *upstream, trusted []netip.Prefix, log *slog.Logger) http.Handler {
+func newForwarder(rt *route, up *upstream, log *slog.Logger) http.Handler {
 	return &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			refuseH2CUpgrade(pr.Out.Header)
 			if rt.strip {
 				stripPrefix(pr.Out, rt.prefix)
 			}
-			setForwarded(pr.In, pr.Out, trusted)
+			setForwarded(pr.In, pr.Out, infoFrom(pr.In).TrustedPeer)
 		},
 		Transport:      up,
 		ModifyResponse: refuseWrongUpgrade,
@@ -91,15 +90,17 @@ func ensureSlash(p string) string {
 
 // setForwarded writes X-Forwarded-For, -Proto and -Host. ReverseProxy has
 // already removed the client's copies from out; they are carried over only
-// when the peer is a trusted proxy, which is how a chain of proxies keeps the
-// original client address without letting a client forge one.
-func setForwarded(in, out *http.Request, trusted []netip.Prefix) {
+// when the peer is a trusted proxy (as Handler found when it resolved the
+// client IP), which is how a chain of proxies keeps the original client
+// address without letting a client forge one. A backend that applies the
+// same trusted proxies to the header finds the same client IP as Portico.
+func setForwarded(in, out *http.Request, trustedPeer bool) {
 	peer, _, err := net.SplitHostPort(in.RemoteAddr)
 	if err != nil {
 		peer = in.RemoteAddr
 	}
 	xff := peer
-	if isTrusted(peer, trusted) {
+	if trustedPeer {
 		if prior := in.Header["X-Forwarded-For"]; len(prior) > 0 {
 			xff = strings.Join(prior, ", ") + ", " + peer
 		}
@@ -139,23 +140,6 @@ func protoValue(in *http.Request) []string {
 	return protoHTTP
 }
 
-func isTrusted(peer string, trusted []netip.Prefix) bool {
-	if len(trusted) == 0 {
-		return false
-	}
-	a, err := netip.ParseAddr(peer)
-	if err != nil {
-		return false
-	}
-	a = a.Unmap()
-	for _, p := range trusted {
-		if p.Contains(a) {
-			return true
-		}
-	}
-	return false
-}
-
 // dropForwardedLookalikes removes headers such as "X_Forwarded_For", which
 // some backends (CGI, PHP, nginx with underscores_in_headers) read as
 // X-Forwarded-For: an untrusted client could smuggle a forged address in them.
@@ -179,12 +163,12 @@ func errorHandler(log *slog.Logger) func(http.ResponseWriter, *http.Request, err
 		if r.Context().Err() != nil {
 			// The client went away; nobody is left to answer.
 			info.Status = reqinfo.StatusClientClosed
-			log.Debug("client closed request", "route", info.Route, "backend", info.Backend, "err", err)
+			log.Debug("client closed request", "request_id", info.RequestID, "route", info.Route, "backend", info.Backend, "err", err)
 			return
 		}
 		status := statusFor(err)
 		info.Status = status
-		log.Warn("backend request failed", "route", info.Route, "pool", info.Pool,
+		log.Warn("backend request failed", "request_id", info.RequestID, "route", info.Route, "pool", info.Pool,
 			"backend", info.Backend, "attempts", info.Attempts, "status", status, "err", err)
 		setRetryAfter(w.Header(), err)
 		writeError(w, status)

@@ -50,7 +50,7 @@ func startReloadable(t *testing.T, cfg *config.Config) *reloadable {
 // drain ends with the test.
 func (r *reloadable) reload(t *testing.T, cfg *config.Config, drain time.Duration) (*Snapshot, <-chan struct{}) {
 	t.Helper()
-	next, err := NextSnapshot(r.h.Snapshot(), cfg, discardLog)
+	next, err := NewSnapshot(cfg, discardLog, WithPrevious(r.h.Snapshot()))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,7 +23,8 @@ type upstream struct {
 	retries int
 	budget  *retryBudget
 	stats   *metrics.Pool // nil without metrics
-	cfg     *config.Pool  // for the next reload to compare against
+	log     *slog.Logger
+	cfg     *config.Pool // for the next reload to compare against
 }
 
 // newUpstream builds the pool named name. prev is the pool of that name in
@@ -81,7 +82,7 @@ func newUpstream(name string, pc *config.Pool, prev *upstream, log *slog.Logger,
 	}
 	return &upstream{
 		pool: pool, conns: conns, scheme: conns[0].scheme, retries: pc.Retries,
-		budget: budget, stats: m.Pool(name, hosts), cfg: pc,
+		budget: budget, stats: m.Pool(name, hosts), log: log, cfg: pc,
 	}, nil
 }
 
@@ -127,6 +128,8 @@ func (u *upstream) RoundTrip(req *http.Request) (*http.Response, error) {
 			return nil, err
 		}
 		u.stats.Retry()
+		u.log.Info("retrying on another backend", "request_id", info.RequestID, "route", info.Route,
+			"pool", u.pool.Name(), "backend", info.Backend, "attempt", attempt+1, "err", err)
 	}
 }
 

@@ -233,7 +233,7 @@ func acmeConfig(t *testing.T, p *pebble, httpPort, httpsPort int, cacheDir strin
 }
 
 // acmeDoc is the configuration acmeConfig parses: [server] keys and tables
-// in extra, [tls.acme] keys in acmeKeys.
+// in extra, [tls.acme] keys in acmeKeys. The tests read no access log.
 func acmeDoc(t *testing.T, p *pebble, httpPort, httpsPort int, cacheDir, extra, acmeKeys string) string {
 	t.Helper()
 	return fmt.Sprintf(`
@@ -260,6 +260,8 @@ host = "http01.portico.test"
 pool = "app"
 [[routes]]
 pool = "app"
+[log]
+access_log = "off"
 `, httpPort, httpsPort, extra, p.directory, p.caRoot, cacheDir, acmeKeys, hostBackend(t))
 }
 

@@ -31,6 +31,7 @@ type instance struct {
 	// bound, and cleared when shutdown starts: /readyz answers from it.
 	ready   admin.Readiness
 	metrics *metrics.Metrics // nil until a configuration has an admin listener
+	access  atomic.Pointer[accessLog]
 
 	ctx    context.Context // ends at shutdown: drains, retired servers, ACME orders
 	cancel context.CancelFunc
@@ -76,8 +77,18 @@ func (in *instance) apply(cfg *config.Config) ([]config.Change, error) {
 	if in.handler != nil {
 		prevSnap = in.handler.Snapshot()
 	}
-	snap, err := proxy.NextSnapshot(prevSnap, cfg, in.log, proxy.WithMetrics(in.metrics))
+	access, err := in.nextAccessLog(cfg)
 	if err != nil {
+		return nil, err
+	}
+	snap, err := proxy.NewSnapshot(cfg, in.log, in.snapshotOptions(prevSnap, access)...)
+	if err != nil {
+		in.discardAccessLog(access)
+		return nil, err
+	}
+	refuse := func(err error) ([]config.Change, error) {
+		snap.Discard()
+		in.discardAccessLog(access)
 		return nil, err
 	}
 	first := in.handler == nil
@@ -92,12 +103,12 @@ func (in *instance) apply(cfg *config.Config) ([]config.Change, error) {
 			certs, err = tlsmgr.New(&cfg.TLS, in.log)
 		}
 		if err != nil {
-			return nil, err
+			return refuse(err)
 		}
 	}
 	plan, err := in.planListeners(cfg)
 	if err != nil {
-		return nil, err
+		return refuse(err)
 	}
 	if in.checks == nil {
 		in.checks, err = health.StartAll(snap.Pools(), cfg.Pools, in.log)
@@ -106,7 +117,7 @@ func (in *instance) apply(cfg *config.Config) ([]config.Change, error) {
 	}
 	if err != nil {
 		plan.abandon()
-		return nil, err
+		return refuse(err)
 	}
 
 	// Nothing fails from here on.
@@ -118,6 +129,7 @@ func (in *instance) apply(cfg *config.Config) ([]config.Change, error) {
 		in.bg.Go(func() { snap.Drain(in.ctx, cfg.Server.DrainTimeout.Duration) })
 	}
 	prev := in.running.Swap(cfg)
+	in.swapAccessLog(access, cfg.Server.DrainTimeout.Duration)
 	in.certs.Store(certs)
 	in.servePlan(cfg, plan)
 	if in.acmeStop != nil {
@@ -290,6 +302,9 @@ func (in *instance) shutdown(force <-chan struct{}) error {
 	in.checks.Stop()
 	in.bg.Wait()
 	in.handler.Snapshot().Close()
+	if a := in.access.Load(); a != nil {
+		_ = a.Close() // after the listeners: the last requests are logged
+	}
 	if forced.Load() {
 		return errForced
 	}

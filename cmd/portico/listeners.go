@@ -257,7 +257,7 @@ func serverSpec(name string, cfg *config.Config, httpsPort string) any {
 	// Keys that concern the request path or the process, not the server.
 	sp.server.HTTPAddr, sp.server.HTTPSAddr, sp.server.AdminAddr = "", "", ""
 	sp.server.AdminToken, sp.server.AdminPprof = "", false
-	sp.server.TrustedProxies, sp.server.Trusted = nil, nil
+	sp.server.TrustedProxies, sp.server.Trusted, sp.server.Middlewares = nil, nil, nil
 	sp.server.ClientBodyTimeout, sp.server.SendTimeout = config.Duration{}, config.Duration{}
 	sp.server.ShutdownTimeout, sp.server.DrainTimeout = config.Duration{}, config.Duration{}
 	sp.server.WatchConfig = false

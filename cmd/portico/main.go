@@ -4,12 +4,18 @@
 package main
 
 import (
+	"bufio"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 	"runtime/debug"
+	"strings"
+
+	"golang.org/x/crypto/bcrypt"
 
 	"github.com/portico/portico/config"
 )
@@ -26,6 +32,8 @@ Usage:
   portico validate -config FILE [-diff]
                                  check a configuration file, bind nothing; with -diff,
                                  show what a reload would change in the running proxy
+  portico hash-password          read a password on stdin, print its bcrypt hash (basic_auth)
+  portico hash-key               read an API key on stdin, print its "sha256:..." (api_key)
   portico version                print the version
 
 Run "portico COMMAND -h" for a command's flags.
@@ -59,6 +67,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "version":
 		fmt.Fprintln(stdout, "portico", versionString())
 		return 0
+	case "hash-password", "hash-key":
+		return cmdHash(cmd, os.Stdin, stdout, stderr)
 	case "help":
 		fmt.Fprint(stdout, usage)
 		return 0
@@ -142,4 +152,32 @@ func printConfigError(w io.Writer, err error) {
 		return
 	}
 	fmt.Fprintln(w, err)
+}
+
+// cmdHash prints what basic_auth and api_key store instead of a secret:
+// a bcrypt hash of a password, or the SHA-256 of an API key. The secret is
+// read from stdin (its first line), so that it stays out of shell history.
+func cmdHash(cmd string, stdin io.Reader, stdout, stderr io.Writer) int {
+	line, err := bufio.NewReader(stdin).ReadString('\n')
+	secret := strings.TrimRight(line, "\r\n")
+	if secret == "" {
+		if err != nil && err != io.EOF {
+			fmt.Fprintln(stderr, "portico "+cmd+":", err)
+		} else {
+			fmt.Fprintln(stderr, "portico "+cmd+": give the secret on stdin, e.g. read -rs S; printf '%s\\n' \"$S\" | portico "+cmd)
+		}
+		return 2
+	}
+	if cmd == "hash-key" {
+		sum := sha256.Sum256([]byte(secret))
+		fmt.Fprintln(stdout, "sha256:"+hex.EncodeToString(sum[:]))
+		return 0
+	}
+	hash, err := bcrypt.GenerateFromPassword([]byte(secret), bcrypt.DefaultCost)
+	if err != nil {
+		fmt.Fprintln(stderr, "portico hash-password:", err)
+		return 1
+	}
+	fmt.Fprintln(stdout, string(hash))
+	return 0
 }

@@ -9,6 +9,8 @@ import (
 	"github.com/portico/portico/balancer"
 	"github.com/portico/portico/config"
 	"github.com/portico/portico/metrics"
+	"github.com/portico/portico/middleware"
+	"github.com/portico/portico/proxy"
 	"github.com/portico/portico/tlsmgr"
 )
 
@@ -55,6 +57,7 @@ func (in *instance) startMetrics(cfg *config.Config) {
 	m := metrics.New(versionString())
 	m.WatchPools(in.pools)
 	m.WatchCertificates(in.certificates)
+	m.WatchAccessLogDrops(in.accessDropped)
 	in.bg.Go(func() { m.Run(in.ctx) }) // closes each second of the dashboard's history
 	in.metrics = m
 }
@@ -66,4 +69,22 @@ func (in *instance) trackConns(name string, srv *http.Server) func(net.Listener)
 	}
 	m := in.metrics
 	return func(ln net.Listener) net.Listener { return m.TrackConns(name, srv, ln) }
+}
+
+// snapshotOptions are what a snapshot is built with: the one it replaces
+// (nil at start), the metrics and the access log in force.
+func (in *instance) snapshotOptions(prev *proxy.Snapshot, access *accessLog) []proxy.Option {
+	var opts []proxy.Option
+	if prev != nil {
+		opts = append(opts, proxy.WithPrevious(prev))
+	}
+	if m := in.metrics; m != nil {
+		opts = append(opts, proxy.WithMetrics(m), proxy.WithRejections(func(mw, reason string) middleware.Counter {
+			return m.Rejections(mw, reason)
+		}))
+	}
+	if access != nil {
+		opts = append(opts, proxy.WithAccessLog(access))
+	}
+	return opts
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -116,8 +117,9 @@ func expectNotify(t *testing.T, msgs <-chan string, want *regexp.Regexp) {
 
 // Run as systemd runs it: READY=1 once listening; SIGHUP reloads
 // (RELOADING=1 with the monotonic time, then READY=1) without ending the
-// process; SIGTERM stops it gracefully (STOPPING=1) and a second SIGTERM
-// ends it at once, cutting the request still running.
+// process; SIGUSR1 reopens the access log; SIGTERM stops it gracefully
+// (STOPPING=1) and a second SIGTERM ends it at once, cutting the request
+// still running.
 func TestSignalsAndSystemdNotifications(t *testing.T) {
 	release, arrived := make(chan struct{}), make(chan struct{}, 1)
 	t.Cleanup(func() {
@@ -138,7 +140,11 @@ func TestSignalsAndSystemdNotifications(t *testing.T) {
 		_, _ = io.WriteString(w, "ok")
 	})
 	other := startUpstream(t, "other", answer(0))
-	path := writeConfig(t, "portico.toml", simpleDoc("127.0.0.1:0", "", be)+"[log]\nformat = \"text\"\n")
+	accessPath := filepath.Join(t.TempDir(), "access.log")
+	textLog := func(doc string) string {
+		return strings.Replace(doc, "[log]\naccess_log = \"off\"\n", fmt.Sprintf("[log]\nformat = \"text\"\naccess_log = %q\n", accessPath), 1)
+	}
+	path := writeConfig(t, "portico.toml", textLog(simpleDoc("127.0.0.1:0", "", be)))
 	sock, msgs := notifySocket(t)
 	p := startProcess(t, []string{"NOTIFY_SOCKET=" + sock}, "run", "-config", path)
 
@@ -148,7 +154,7 @@ func TestSignalsAndSystemdNotifications(t *testing.T) {
 		t.Fatalf("GET: %d %q", res.StatusCode, body)
 	}
 
-	if err := os.WriteFile(path, []byte(simpleDoc("127.0.0.1:0", "", be, other)+"[log]\nformat = \"text\"\n"), 0o600); err != nil {
+	if err := os.WriteFile(path, []byte(textLog(simpleDoc("127.0.0.1:0", "", be, other))), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	p.signal(t, syscall.SIGHUP)
@@ -158,6 +164,16 @@ func TestSignalsAndSystemdNotifications(t *testing.T) {
 	waitUntil(t, "traffic to the added backend", func() bool {
 		getStatus(t, "http://"+addr+"/")
 		return other.hits.Load() > 0
+	})
+
+	// logrotate moves the access log away and sends SIGUSR1.
+	if err := os.Rename(accessPath, accessPath+".1"); err != nil {
+		t.Fatal(err)
+	}
+	p.signal(t, syscall.SIGUSR1)
+	waitUntil(t, "access log reopened after SIGUSR1", func() bool {
+		_, err := os.Stat(accessPath)
+		return err == nil
 	})
 
 	slow := make(chan error, 1)

@@ -23,7 +23,7 @@ import (
 )
 
 // simpleDoc is a configuration of one pool of the given backends on the
-// plain listener addr, with extra [server] keys.
+// plain listener addr, with extra [server] keys, and no access log.
 func simpleDoc(addr, server string, us ...*upstream) string {
 	return fmt.Sprintf(`[server]
 http_addr = %q
@@ -34,6 +34,8 @@ shutdown_timeout = "5s"
 backends = %s
 [[routes]]
 pool = "app"
+[log]
+access_log = "off"
 `, addr, server, backendList(us...))
 }
 
@@ -431,5 +433,29 @@ func TestListenersSwapAddresses(t *testing.T) {
 	}
 	if res, body := getStatus(t, "http://"+a+"/healthz"); res.StatusCode != 200 || body != "ok\n" {
 		t.Errorf("admin on the proxy's old address: %d %q", res.StatusCode, body)
+	}
+}
+
+// A rate limit whose options a reload leaves alone keeps its buckets, so a
+// reload hands no client a fresh burst; new options start afresh.
+func TestReloadKeepsRateLimitBuckets(t *testing.T) {
+	a, b := startUpstream(t, "a", answer(0)), startUpstream(t, "b", answer(0))
+	doc := func(rate string, us ...*upstream) string {
+		return strings.Replace(simpleDoc("127.0.0.1:0", "", us...), "[[routes]]\npool = \"app\"\n",
+			"[[routes]]\npool = \"app\"\nmiddlewares = [\"limit\"]\n[middlewares.limit]\ntype = \"rate_limit\"\nrate = \""+rate+"\"\nburst = 1\n", 1)
+	}
+	r := startRig(t, doc("1/h", a))
+	url := "http://" + r.in.addrs().http + "/"
+	status := func() int { res, _ := getStatus(t, url); return res.StatusCode }
+	if s1, s2 := status(), status(); s1 != 200 || s2 != http.StatusTooManyRequests {
+		t.Fatalf("before the reload: %d then %d, want 200 then 429", s1, s2)
+	}
+	r.reload(doc("1/h", a, b))
+	if s := status(); s != http.StatusTooManyRequests {
+		t.Errorf("after a reload that left the limit alone: %d, want 429 (bucket kept)", s)
+	}
+	r.reload(doc("2/h", a, b))
+	if s := status(); s != 200 {
+		t.Errorf("after a reload that changed the rate: %d, want 200 (new buckets)", s)
 	}
 }

@@ -280,6 +280,8 @@ pool = %q
 [[routes]]
 path_prefix = "/ws"
 pool = "ws"
+[log]
+access_log = "off"
 `, port, backendList(app...), backendList(alt.upstream), backendList(ws.upstream), strip, altPool)
 }
 

@@ -29,7 +29,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	// Registered before anything is served, so that no signal can find
 	// Go's default action (SIGHUP would end the process).
 	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGUSR1)
 	defer signal.Stop(sigs)
 
 	var cfg *config.Config
@@ -60,17 +60,16 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	}
 	sdNotify("READY=1")
 	for sig := range sigs {
-		if sig != syscall.SIGHUP {
+		if !in.handleSignal(sig) {
 			log.Info("signal received", "signal", sig.String())
 			break
 		}
-		in.reload("SIGHUP")
 	}
 	// A second SIGINT or SIGTERM during the graceful shutdown cuts it short.
 	force := make(chan struct{})
 	go func() {
 		for sig := range sigs {
-			if sig != syscall.SIGHUP {
+			if !in.handleSignal(sig) {
 				close(force)
 				return
 			}
