@@ -195,6 +195,12 @@ func TestStatusShowsEverything(t *testing.T) {
 [server]
 admin_addr = ":9090"
 admin_token = "`+token+`"
+middlewares = ["rid"]
+[middlewares.rid]
+type = "request_id"
+[middlewares.limit]
+type = "rate_limit"
+rate = 10
 [pools.app]
 backends = [{ url = "http://10.0.0.1:80" }, { url = "http://10.0.0.2:80" }]
 [[routes]]
@@ -203,6 +209,7 @@ host = "example.com"
 path_prefix = "/api"
 strip_prefix = true
 pool = "app"
+middlewares = ["limit"]
 `), "portico.toml")
 	if err != nil {
 		t.Fatal(err)
@@ -243,7 +250,7 @@ pool = "app"
 	case len(s.Listeners) != 1 || s.Listeners[0].Addr != "127.0.0.1:8080":
 		t.Errorf("listeners = %+v", s.Listeners)
 	case len(s.Routes) != 1 || s.Routes[0].Name != "api" || s.Routes[0].Host != "example.com" ||
-		s.Routes[0].PathPrefix != "/api" || !s.Routes[0].StripPrefix || s.Routes[0].Pool != "app" || s.Routes[0].Middlewares == nil:
+		s.Routes[0].PathPrefix != "/api" || !s.Routes[0].StripPrefix || s.Routes[0].Pool != "app" || strings.Join(s.Routes[0].Middlewares, ",") != "rid,limit":
 		t.Errorf("routes = %+v", s.Routes)
 	case len(s.Pools) != 1 || len(s.Pools[0].Backends) != 2 || s.Pools[0].Transitions == nil:
 		t.Errorf("pools = %+v", s.Pools)

@@ -92,8 +92,8 @@ func status(o *Options) Status {
 		for _, r := range cfg.Routes {
 			rv := RouteView{
 				Name: r.Name, Host: r.Host, PathPrefix: r.PathPrefix, StripPrefix: r.StripPrefix, Pool: r.Pool,
-				// Filled from routes[].middlewares when the middleware chain lands.
-				Middlewares: []string{},
+				// The chain as it runs: server.middlewares first.
+				Middlewares: append(append([]string{}, cfg.Server.Middlewares...), r.Middlewares...),
 			}
 			if t, ok := traffic[r.Name]; ok {
 				rv.Traffic = &t
@@ -186,9 +186,10 @@ func (o *Options) poolViews() []PoolView {
 	return views
 }
 
-func writeJSON(w http.ResponseWriter, v any) {
+func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	_ = enc.Encode(v)

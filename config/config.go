@@ -20,6 +20,9 @@ type Config struct {
 	Routes []*Route         `toml:"routes"`
 	TLS    TLS              `toml:"tls"`
 
+	// Middlewares are the [middlewares.NAME] tables, decoded by type.
+	Middlewares map[string]*Middleware `toml:"-"`
+
 	// File is the path the configuration was read from, for messages.
 	File string `toml:"-"`
 	// Checksum is the SHA-256 of the document, in hex: which configuration
@@ -28,6 +31,18 @@ type Config struct {
 	// Warnings are problems that do not stop Portico, such as an expired
 	// static certificate: validate prints them, run logs them.
 	Warnings Problems `toml:"-"`
+
+	keys *keyLines // where each key is written, for Problem
+}
+
+// Problem reports a problem found after validation, such as a listen
+// address that cannot be bound, at the line where key is written.
+func (c *Config) Problem(key, format string, args ...any) Problem {
+	line := 1
+	if c.keys != nil {
+		line = max(c.keys.line(key), 1)
+	}
+	return Problem{File: c.File, Line: line, Key: key, Msg: fmt.Sprintf(format, args...)}
 }
 
 // Server holds the listener settings.
@@ -43,10 +58,14 @@ type Server struct {
 	ShutdownTimeout   Duration `toml:"shutdown_timeout"`
 	ClientBodyTimeout Duration `toml:"client_body_timeout"`
 	SendTimeout       Duration `toml:"send_timeout"`
+	DrainTimeout      Duration `toml:"drain_timeout"`
+	WatchConfig       bool     `toml:"watch_config"`
 	TrustedProxies    []string `toml:"trusted_proxies"`
 	RedirectHTTP      bool     `toml:"redirect_http"` // default: true when https_addr is set
 	H2C               bool     `toml:"h2c"`
 	HTTP2             HTTP2    `toml:"http2"`
+	// Middlewares run first on every route, before the route's own.
+	Middlewares []string `toml:"middlewares"`
 
 	// Trusted is TrustedProxies parsed; a bare address is a one-address prefix.
 	Trusted []netip.Prefix `toml:"-"`
@@ -54,9 +73,13 @@ type Server struct {
 
 // Log holds the process log settings.
 type Log struct {
-	Level     string `toml:"level"`
-	Format    string `toml:"format"`
-	AccessLog string `toml:"access_log"`
+	Level  string `toml:"level"`
+	Format string `toml:"format"`
+	// AccessLog is "stdout", "off" or a file path; AccessFormat "json" or
+	// "combined"; AccessLogQuery logs query strings, which may hold secrets.
+	AccessLog      string `toml:"access_log"`
+	AccessFormat   string `toml:"access_format"`
+	AccessLogQuery bool   `toml:"access_log_query"`
 }
 
 // Pool is a named group of interchangeable backends.
@@ -101,6 +124,8 @@ type Route struct {
 	PathPrefix  string `toml:"path_prefix"`
 	StripPrefix bool   `toml:"strip_prefix"`
 	Pool        string `toml:"pool"`
+	// Middlewares run in order after server.middlewares.
+	Middlewares []string `toml:"middlewares"`
 }
 
 // Backend schemes. h2c is cleartext HTTP/2 with prior knowledge, which is
@@ -132,6 +157,7 @@ const (
 	DefaultIdleTimeout            = 120 * time.Second
 	DefaultMaxHeaderBytes         = 64 << 10
 	DefaultShutdownTimeout        = 30 * time.Second
+	DefaultDrainTimeout           = 30 * time.Second
 	DefaultClientBodyTimeout      = 60 * time.Second
 	DefaultSendTimeout            = 60 * time.Second
 	DefaultDialTimeout            = 2 * time.Second
@@ -156,6 +182,13 @@ const MinTokenLength = 16
 
 // Off disables a listener (admin_addr) or output (access_log).
 const Off = "off"
+
+// Access log destinations and formats besides a file path.
+const (
+	Stdout         = "stdout"
+	FormatJSON     = "json"
+	FormatCombined = "combined"
+)
 
 // Duration is a TOML string such as "2s" or "1m30s". Decoding never fails on
 // it, so that validation can report every bad duration, not only the first.

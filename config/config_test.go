@@ -71,7 +71,7 @@ func TestLoadExampleConfigIsValid(t *testing.T) {
 	if got := cfg.Pools["api"].Balance; got != LeastConn {
 		t.Errorf("api balance = %q, want %q", got, LeastConn)
 	}
-	if len(cfg.Routes) != 2 || cfg.Routes[1].PathPrefix != "/api" || !cfg.Routes[1].StripPrefix || cfg.Routes[1].Pool != "api" {
+	if len(cfg.Routes) != 3 || cfg.Routes[1].PathPrefix != "/api" || !cfg.Routes[1].StripPrefix || cfg.Routes[1].Pool != "api" {
 		t.Errorf("routes wrong: %+v", cfg.Routes)
 	}
 }

@@ -56,9 +56,16 @@ func Load(path string) (*Config, error) {
 
 // Parse decodes and validates a document; file names it in messages.
 func Parse(data []byte, file string) (*Config, error) {
+	// A middleware's keys depend on its type: its table is held back as a
+	// toml.Primitive and decoded once the type is known.
+	var doc struct {
+		Config
+		Middlewares map[string]toml.Primitive `toml:"middlewares"`
+	}
 	sum := sha256.Sum256(data)
-	cfg := &Config{File: file, Checksum: hex.EncodeToString(sum[:])}
-	md, err := toml.Decode(string(data), cfg)
+	cfg := &doc.Config
+	cfg.File, cfg.Checksum = file, hex.EncodeToString(sum[:])
+	md, err := toml.Decode(string(data), &doc)
 	if err != nil {
 		var pe toml.ParseError
 		if errors.As(err, &pe) {
@@ -68,7 +75,9 @@ func Parse(data []byte, file string) (*Config, error) {
 	}
 
 	v := &validator{file: file, keys: locateKeys(string(data))}
-	v.undecoded(md.Undecoded())
+	cfg.keys = v.keys
+	skip := v.decodeMiddlewares(cfg, &md, doc.Middlewares)
+	v.undecoded(withoutMiddlewares(md.Undecoded(), skip))
 	applyDefaults(cfg, &md)
 	v.config(cfg)
 	byLine := func(ps Problems) {
@@ -96,6 +105,7 @@ func applyDefaults(c *Config, md *toml.MetaData) {
 	s.ReadHeaderTimeout.orDefault(DefaultReadHeaderTimeout)
 	s.IdleTimeout.orDefault(DefaultIdleTimeout)
 	s.ShutdownTimeout.orDefault(DefaultShutdownTimeout)
+	s.DrainTimeout.orDefault(DefaultDrainTimeout)
 	s.ClientBodyTimeout.orDefault(DefaultClientBodyTimeout)
 	s.SendTimeout.orDefault(DefaultSendTimeout)
 	if !md.IsDefined("server", "max_header_bytes") {
@@ -109,8 +119,12 @@ func applyDefaults(c *Config, md *toml.MetaData) {
 		c.Log.Format = "json"
 	}
 	if c.Log.AccessLog == "" {
-		c.Log.AccessLog = "stdout"
+		c.Log.AccessLog = Stdout
 	}
+	if c.Log.AccessFormat == "" {
+		c.Log.AccessFormat = FormatJSON
+	}
+	applyMiddlewareDefaults(c, md)
 
 	for name, p := range c.Pools {
 		if p.Balance == "" {
@@ -141,6 +155,19 @@ func applyDefaults(c *Config, md *toml.MetaData) {
 		}
 	}
 	applyTLSDefaults(c, md)
+}
+
+// withoutMiddlewares drops the keys of middlewares whose type could not be
+// known: they were never decoded, and "unknown key" would be noise.
+func withoutMiddlewares(keys []toml.Key, skip map[string]bool) []toml.Key {
+	out := keys[:0]
+	for _, k := range keys {
+		if len(k) >= 2 && k[0] == "middlewares" && skip[k[1]] {
+			continue
+		}
+		out = append(out, k)
+	}
+	return out
 }
 
 // decodeMsg is how BurntSushi/toml words a value of the wrong type; it gives

@@ -5,6 +5,8 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -54,6 +56,7 @@ func (v *validator) config(c *Config) {
 	httpsOK := v.server(&c.Server)
 	v.tls(&c.TLS, &c.Server, httpsOK)
 	v.log(&c.Log)
+	v.middlewares(c)
 
 	names := make([]string, 0, len(c.Pools))
 	for name := range c.Pools {
@@ -119,6 +122,7 @@ func (v *validator) server(s *Server) (httpsOK bool) {
 	v.duration("server.read_header_timeout", s.ReadHeaderTimeout)
 	v.duration("server.idle_timeout", s.IdleTimeout)
 	v.duration("server.shutdown_timeout", s.ShutdownTimeout)
+	v.duration("server.drain_timeout", s.DrainTimeout)
 	v.duration("server.client_body_timeout", s.ClientBodyTimeout)
 	v.duration("server.send_timeout", s.SendTimeout)
 	if s.MaxHeaderBytes < 1024 {
@@ -178,6 +182,19 @@ func (v *validator) log(l *Log) {
 	case "json", "text":
 	default:
 		v.add("log.format", "unknown format %q: want json or text", l.Format)
+	}
+	switch l.AccessFormat {
+	case FormatJSON, FormatCombined:
+	default:
+		v.add("log.access_format", "unknown format %q: want %s or %s", l.AccessFormat, FormatJSON, FormatCombined)
+	}
+	switch l.AccessLog {
+	case Stdout, Off:
+	default:
+		// The file itself is created at start; its directory must be there.
+		if fi, err := os.Stat(filepath.Dir(l.AccessLog)); err != nil || !fi.IsDir() {
+			v.add("log.access_log", "the directory of %q does not exist: want \"stdout\", \"off\" or a file path", l.AccessLog)
+		}
 	}
 }
 

@@ -188,7 +188,8 @@ func (m *Metrics) WatchAccessLogDrops(f func() uint64) { m.dropped.Store(&f) }
 
 // Rejections returns the counter a middleware increments when it refuses a
 // request for reason (unauthorized, forbidden, rate_limited,
-// over_concurrency). Middlewares resolve it when they are built.
+// over_concurrency, auth_unavailable). Middlewares resolve it when they are
+// built.
 func (m *Metrics) Rejections(middleware, reason string) prometheus.Counter {
 	return m.rejections.WithLabelValues(middleware, reason)
 }

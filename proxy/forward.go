@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/netip"
 	"net/url"
 	"strings"
 
@@ -35,23 +34,6 @@ func ensureSlash(p string) string {
 	return p
 }
 
-func isTrusted(peer string, trusted []netip.Prefix) bool {
-	if len(trusted) == 0 {
-		return false
-	}
-	a, err := netip.ParseAddr(peer)
-	if err != nil {
-		return false
-	}
-	a = a.Unmap()
-	for _, p := range trusted {
-		if p.Contains(a) {
-			return true
-		}
-	}
-	return false
-}
-
 // errorHandler answers a failed forward with a short plain-text status; the
 // cause, which may name internal addresses, goes only to the log.
 func errorHandler(log *slog.Logger) func(http.ResponseWriter, *http.Request, error) {
@@ -60,12 +42,12 @@ func errorHandler(log *slog.Logger) func(http.ResponseWriter, *http.Request, err
 		if r.Context().Err() != nil {
 			// The client went away; nobody is left to answer.
 			info.Status = reqinfo.StatusClientClosed
-			log.Debug("client closed request", "route", info.Route, "backend", info.Backend, "err", err)
+			log.Debug("client closed request", "request_id", info.RequestID, "route", info.Route, "backend", info.Backend, "err", err)
 			return
 		}
 		status := statusFor(err)
 		info.Status = status
-		log.Warn("backend request failed", "route", info.Route, "pool", info.Pool,
+		log.Warn("backend request failed", "request_id", info.RequestID, "route", info.Route, "pool", info.Pool,
 			"backend", info.Backend, "attempts", info.Attempts, "status", status, "err", err)
 		setRetryAfter(w.Header(), err)
 		writeError(w, status)

@@ -5,7 +5,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/netip"
 	"time"
 
 	"github.com/portico/portico/balancer"
@@ -23,14 +22,13 @@ import (
 // aborting a response whose body failed, and cancelling the backend
 // request when the client goes away.
 type forwarder struct {
-	rt      *route
-	up      *upstream
-	trusted []netip.Prefix
-	log     *slog.Logger
+	rt  *route
+	up  *upstream
+	log *slog.Logger
 }
 
-func newForwarder(rt *route, up *upstream, trusted []netip.Prefix, log *slog.Logger) http.Handler {
-	return &forwarder{rt: rt, up: up, trusted: trusted, log: log}
+func newForwarder(rt *route, up *upstream, log *slog.Logger) http.Handler {
+	return &forwarder{rt: rt, up: up, log: log}
 }
 
 // errAborted: the response was under way when the exchange failed, so the
@@ -39,7 +37,7 @@ var errAborted = errors.New("response aborted")
 
 func (f *forwarder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var o outbound
-	err := newOutbound(&o, r, f.rt, f.trusted)
+	err := newOutbound(&o, r, f.rt)
 	if err == nil {
 		err = f.forward(w, &o, infoFrom(r))
 		o.release()
@@ -81,6 +79,8 @@ func (f *forwarder) forward(w http.ResponseWriter, o *outbound, info *reqinfo.In
 			return err
 		}
 		u.stats.Retry()
+		u.log.Info("retrying on another backend", "request_id", info.RequestID, "route", info.Route,
+			"pool", u.pool.Name(), "backend", info.Backend, "attempt", attempt+1, "err", err)
 	}
 }
 

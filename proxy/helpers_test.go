@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -164,19 +165,25 @@ func stall(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// closedURL is the URL of a loopback port that was just listening and no
-// longer is, so dialling it is refused.
+// closedURL is the URL of a loopback port where connections are refused
+// for the rest of the test: a socket is bound to it but never listens, so
+// no other test or process can take the port in the meantime (a port merely
+// closed again could be handed to someone else's listener).
 func closedURL(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := ln.Addr().String()
-	if err := ln.Close(); err != nil {
+	t.Cleanup(func() { _ = syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
 		t.Fatal(err)
 	}
-	return "http://" + addr
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("http://127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
 }
 
 // newClient is a client that never goes through an environment proxy; its

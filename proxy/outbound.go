@@ -5,7 +5,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -29,7 +28,7 @@ type outbound struct {
 	upgrade    string
 	teTrailers bool
 	peer       string // the client's address, without port
-	trusted    bool   // peer is a trusted proxy
+	trusted    bool   // the peer is a trusted proxy
 	isHEAD     bool
 
 	// The body: length is -1 when unknown (sent chunked). small holds a
@@ -53,7 +52,7 @@ var smallBodies = newBufPool[[smallBody]byte]()
 var errInvalidUpgrade = errors.New("client asked to switch to an invalid protocol")
 
 // newOutbound prepares req's outbound form for route rt.
-func newOutbound(o *outbound, req *http.Request, rt *route, trusted []netip.Prefix) error {
+func newOutbound(o *outbound, req *http.Request, rt *route) error {
 	*o = outbound{r: req, length: req.ContentLength, isHEAD: req.Method == http.MethodHead}
 	o.setTarget(req.URL, rt)
 	if conn := req.Header["Connection"]; len(conn) > 0 && httpguts.HeaderValuesContainsToken(conn, "upgrade") {
@@ -71,7 +70,9 @@ func newOutbound(o *outbound, req *http.Request, rt *route, trusted []netip.Pref
 	}
 	o.teTrailers = httpguts.HeaderValuesContainsToken(req.Header["Te"], "trailers")
 	o.peer = peerAddr(req.RemoteAddr)
-	o.trusted = isTrusted(o.peer, trusted)
+	// Handler found whether the peer is a trusted proxy when it resolved
+	// the client's address.
+	o.trusted = infoFrom(req).TrustedPeer
 
 	if req.Body == nil || req.Body == http.NoBody || req.ContentLength == 0 {
 		o.length = 0

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"path"
 	"sort"
@@ -23,28 +24,65 @@ import (
 	"github.com/portico/portico/balancer"
 	"github.com/portico/portico/config"
 	"github.com/portico/portico/metrics"
+	"github.com/portico/portico/middleware"
 	"github.com/portico/portico/reqinfo"
 )
 
 // Snapshot is the immutable runtime form of one configuration.
 type Snapshot struct {
 	bodyTimeout, sendTimeout time.Duration
+	trusted                  []netip.Prefix
 	routes                   routeTable
 	upstreams                map[string]*upstream
 	pools                    []*balancer.Pool // sorted by name
 	unrouted                 *metrics.Route   // requests no route matched
+	middlewares              *middleware.Set
+	access                   AccessLogger // nil: no access log
+
+	// What the snapshot this one replaces used and this one does not, for
+	// Drain: backend transports, and its middleware set (whose states this
+	// one took over stay).
+	retiring        []retiring
+	prevMiddlewares *middleware.Set
+}
+
+// AccessLogger writes the line of a finished request (package accesslog).
+type AccessLogger interface {
+	Log(r *http.Request, info *reqinfo.Info)
 }
 
 // Option adds to what a snapshot is built with.
 type Option func(*options)
 
 type options struct {
-	metrics *metrics.Metrics
+	metrics    *metrics.Metrics
+	prev       *Snapshot
+	rejections middleware.Rejections
+	access     AccessLogger
 }
 
 // WithMetrics records every request and backend attempt in m. Without it
 // nothing is recorded.
 func WithMetrics(m *metrics.Metrics) Option { return func(o *options) { o.metrics = m } }
+
+// WithPrevious builds the snapshot that replaces prev on a reload. A
+// backend in a pool of the same name in both, with the same URL, keeps its
+// state (health, ejection, slow start, latency, in-flight requests) and,
+// while its pool's transport settings do not change, its connections;
+// middlewares whose options did not change keep their state (rate-limit
+// buckets, in-flight counts, caches). prev is not changed: it serves on
+// until the new snapshot is swapped in, and its requests finish on it.
+// Once the new snapshot is in use, its Drain retires what prev used and it
+// does not.
+func WithPrevious(prev *Snapshot) Option { return func(o *options) { o.prev = prev } }
+
+// WithRejections counts middleware refusals (package metrics).
+func WithRejections(r middleware.Rejections) Option {
+	return func(o *options) { o.rejections = r }
+}
+
+// WithAccessLog writes a line per request to l, routed or not.
+func WithAccessLog(l AccessLogger) Option { return func(o *options) { o.access = l } }
 
 // NewSnapshot builds the runtime form of a validated configuration.
 func NewSnapshot(cfg *config.Config, log *slog.Logger, opts ...Option) (*Snapshot, error) {
@@ -55,16 +93,35 @@ func NewSnapshot(cfg *config.Config, log *slog.Logger, opts ...Option) (*Snapsho
 	s := &Snapshot{
 		bodyTimeout: cfg.Server.ClientBodyTimeout.Duration,
 		sendTimeout: cfg.Server.SendTimeout.Duration,
+		trusted:     cfg.Server.Trusted,
 		upstreams:   make(map[string]*upstream, len(cfg.Pools)),
+		access:      o.access,
 		unrouted:    o.metrics.Route(metrics.Unrouted),
 	}
+	var prevSet *middleware.Set
+	if o.prev != nil {
+		prevSet = o.prev.middlewares
+	}
+	mws, err := middleware.Build(cfg.Middlewares, prevSet, middleware.Env{Log: log, Rejections: o.rejections})
+	if err != nil {
+		return nil, err
+	}
+	s.middlewares = mws
 	for name, pc := range cfg.Pools {
-		up, err := newUpstream(name, pc, log, o.metrics)
+		var before *upstream
+		if o.prev != nil {
+			before = o.prev.upstreams[name]
+		}
+		up, err := newUpstream(name, pc, before, log, o.metrics)
 		if err != nil {
+			s.Discard()
 			return nil, fmt.Errorf("pool %q: %w", name, err)
 		}
 		s.upstreams[name] = up
 		s.pools = append(s.pools, up.pool)
+	}
+	if o.prev != nil {
+		s.retiring, s.prevMiddlewares = retiringFrom(o.prev, s), o.prev.middlewares
 	}
 	sort.Slice(s.pools, func(i, j int) bool { return s.pools[i].Name() < s.pools[j].Name() })
 
@@ -72,7 +129,8 @@ func NewSnapshot(cfg *config.Config, log *slog.Logger, opts ...Option) (*Snapsho
 	for _, rc := range cfg.Routes {
 		up, ok := s.upstreams[rc.Pool]
 		if !ok {
-			return nil, fmt.Errorf("route %s%s: no pool %q", rc.Host, rc.PathPrefix, rc.Pool)
+			s.Discard()
+			return nil, fmt.Errorf("route %s: no pool %q", rc.Name, rc.Pool)
 		}
 		rt := &route{
 			name:   rc.Name,
@@ -82,7 +140,12 @@ func NewSnapshot(cfg *config.Config, log *slog.Logger, opts ...Option) (*Snapsho
 			pool:   rc.Pool,
 			stats:  o.metrics.Route(rc.Name),
 		}
-		rt.handler = newForwarder(rt, up, cfg.Server.Trusted, log)
+		// Server middlewares first, then the route's, then forwarding.
+		chain := append(append([]string{}, cfg.Server.Middlewares...), rc.Middlewares...)
+		if rt.handler, err = mws.Chain(chain, rc.Name, newForwarder(rt, up, log)); err != nil {
+			s.Discard()
+			return nil, fmt.Errorf("route %s: %w", rc.Name, err)
+		}
 		routes = append(routes, rt)
 	}
 	s.routes = newRouteTable(routes)
@@ -92,13 +155,25 @@ func NewSnapshot(cfg *config.Config, log *slog.Logger, opts ...Option) (*Snapsho
 // Pools lists the snapshot's pools by name, for health checks and the admin API.
 func (s *Snapshot) Pools() []*balancer.Pool { return s.pools }
 
-// Close releases the snapshot's idle backend connections. Requests still in
-// flight finish on their connections, which then close.
+// Close releases the snapshot's idle backend connections and the
+// middleware state no later snapshot took over, when it is the last one
+// (the process stops). Requests still in flight finish on their
+// connections, which then close. A snapshot replaced on a reload is
+// retired by its successor's Drain instead, which leaves alone what the
+// two share.
 func (s *Snapshot) Close() {
 	for _, up := range s.upstreams {
-		up.close()
+		for _, t := range up.conns {
+			t.closeIdle()
+		}
 	}
+	s.middlewares.Close()
 }
+
+// Discard releases what a snapshot that never served holds: the middleware
+// states no other snapshot uses. Connections it shares with the snapshot
+// it was to replace are left alone; its own have never been opened.
+func (s *Snapshot) Discard() { s.middlewares.Close() }
 
 // Handler routes each request through the current snapshot.
 type Handler struct {
@@ -121,23 +196,31 @@ func (h *Handler) Swap(s *Snapshot) *Snapshot { return h.snap.Swap(s) }
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx, info := reqinfo.NewContext(r.Context())
 	info.Start = time.Now()
+	s := h.snap.Load()
+	info.ClientIP, info.TrustedPeer = clientIP(r, s.trusted)
 	d, _ := w.(deadliner) // before wrapping: the wrappers hide it
-	stats := h.serve(&recorder{ResponseWriter: w, info: info}, d, r.WithContext(ctx), info)
+	inner := r.WithContext(ctx)
+	countBody(inner, info)
+	stats := s.serve(&recorder{ResponseWriter: w, info: info}, d, inner, info)
 	if info.Status == 0 {
 		info.Status = http.StatusOK // a handler that wrote nothing sent an empty 200
 	}
 	stats.Observe(r.Method, info.Status, time.Since(info.Start), info.BytesOut)
+	if s.access != nil {
+		// The original request: its path is what the client asked for,
+		// before a rewrite (dot segments resolved, as routing saw it).
+		s.access.Log(r, info)
+	}
 }
 
 // serve answers the request and returns the series it is recorded in.
-func (h *Handler) serve(w http.ResponseWriter, d deadliner, r *http.Request, info *reqinfo.Info) *metrics.Route {
+func (s *Snapshot) serve(w http.ResponseWriter, d deadliner, r *http.Request, info *reqinfo.Info) *metrics.Route {
 	if hasDotSegment(r.URL.Path) {
 		// Resolve "." and ".." before matching, as nginx does, so that
 		// "/public/../admin" cannot match "/public" and reach a backend
 		// that resolves it to "/admin" behind the route's back.
 		cleanPath(r.URL)
 	}
-	s := h.snap.Load()
 	rt := s.routes.match(r.Host, r.URL.Path)
 	if rt == nil {
 		http.Error(w, "no route for this host and path", http.StatusNotFound)

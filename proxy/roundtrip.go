@@ -36,9 +36,10 @@ func (f *forwarder) roundTrip(w http.ResponseWriter, o *outbound, b *balancer.Ba
 			return nil
 		},
 	}
+	ts := f.up.conns[b.Index()]
 	out := &http.Request{
 		Method:     r.Method,
-		URL:        &url.URL{Scheme: f.up.rtScheme, Host: b.URL().Host, Path: o.upath, RawPath: o.rawPath, RawQuery: o.query},
+		URL:        &url.URL{Scheme: ts.scheme, Host: b.URL().Host, Path: o.upath, RawPath: o.rawPath, RawQuery: o.query},
 		Proto:      "HTTP/1.1",
 		ProtoMajor: 1,
 		ProtoMinor: 1,
@@ -53,7 +54,7 @@ func (f *forwarder) roundTrip(w http.ResponseWriter, o *outbound, b *balancer.Ba
 	case o.body != nil:
 		out.Body, out.ContentLength = o.body, o.length
 	}
-	res, err := f.up.rt.RoundTrip(out)
+	res, err := ts.rt.RoundTrip(out)
 	mu.Lock()
 	done = true
 	mu.Unlock()

@@ -104,7 +104,12 @@ func TestHTTP2HundredConcurrentStreamsShareOneConnection(t *testing.T) {
 	release := make(chan struct{})
 	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		arrived.Done()
-		<-release // every stream stays open until all n are in flight
+		// Every stream stays open until all n are in flight; a stream that
+		// never arrives fails the test instead of hanging it.
+		select {
+		case <-release:
+		case <-time.After(ioTimeout):
+		}
 		_, _ = io.WriteString(w, r.URL.Path)
 	}))
 	defer be.Close()

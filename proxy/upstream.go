@@ -3,8 +3,6 @@ package proxy
 import (
 	"io"
 	"log/slog"
-	"net/http"
-	"sync/atomic"
 	"time"
 
 	"github.com/portico/portico/balancer"
@@ -13,84 +11,88 @@ import (
 	"github.com/portico/portico/proxy/h1"
 )
 
-// upstream is a pool at run time: the balancer's pool, the connections to
-// its backends, and the retry rule.
+// upstream is a pool at run time: the balancer's pool, each backend's
+// transports, and the retry rule.
 type upstream struct {
 	pool    *balancer.Pool
+	conns   []*transports // by Backend.Index
 	retries int
 	budget  *retryBudget
 	stats   *metrics.Pool // nil without metrics
-
-	// HTTP/1.1 connections, by backend index (balancer.Backend.Index); nil
-	// for h2c pools. h1Only (https pools) offers only http/1.1 in ALPN, for
-	// upgrades, which HTTP/2 cannot carry.
-	h1, h1Only []*h1.Pool
-	// h2 marks the https backends that chose HTTP/2 in ALPN.
-	h2 []atomic.Bool
-	// rt reaches HTTP/2 backends; rtScheme is the scheme its URLs take.
-	rt       *http.Transport
-	rtScheme string
+	log     *slog.Logger
+	cfg     *config.Pool // for the next reload to compare against
 
 	responseHeaderTimeout time.Duration
 }
 
-func newUpstream(name string, pc *config.Pool, log *slog.Logger, m *metrics.Metrics) (*upstream, error) {
+// newUpstream builds the pool named name. prev is the pool of that name in
+// the snapshot being replaced, or nil: a backend that was in it (same URL)
+// keeps its state, and its connections too while the transport settings
+// stay the same.
+func newUpstream(name string, pc *config.Pool, prev *upstream, log *slog.Logger, m *metrics.Metrics) (*upstream, error) {
+	var before map[string]int // backend URL -> index in prev
+	keepConns := false
+	if prev != nil {
+		before = make(map[string]int, len(prev.conns))
+		for i, b := range prev.pool.Backends() {
+			before[b.URL().String()] = i
+		}
+		keepConns = sameTransport(prev.cfg, pc)
+	}
 	backends := make([]*balancer.Backend, 0, len(pc.Backends))
+	conns := make([]*transports, 0, len(pc.Backends))
 	hosts := make([]string, 0, len(pc.Backends))
 	for _, bc := range pc.Backends {
-		b, err := balancer.NewBackend(bc.Parsed, bc.Weight)
+		var b *balancer.Backend
+		var t *transports
+		var err error
+		if i, ok := before[bc.Parsed.String()]; ok {
+			b, err = prev.pool.Backends()[i].Successor(bc.Weight)
+			if keepConns {
+				t = prev.conns[i]
+			}
+		} else {
+			b, err = balancer.NewBackend(bc.Parsed, bc.Weight)
+		}
 		if err != nil {
 			return nil, err
 		}
+		if t == nil {
+			t = newTransports(pc, bc.Parsed.Host)
+		}
 		backends = append(backends, b)
+		conns = append(conns, t)
 		hosts = append(hosts, bc.Parsed.Host)
 	}
-	pool, err := balancer.NewPool(name, backends, poolOptions(pc, log))
+	var pool *balancer.Pool
+	var err error
+	if prev != nil {
+		pool, err = prev.pool.Next(backends, poolOptions(pc, log))
+	} else {
+		pool, err = balancer.NewPool(name, backends, poolOptions(pc, log))
+	}
 	if err != nil {
 		return nil, err
 	}
-	u := &upstream{
-		pool:                  pool,
-		retries:               pc.Retries,
-		budget:                newRetryBudget(pc.RetryBudgetPercent),
-		stats:                 m.Pool(name, hosts),
-		responseHeaderTimeout: pc.ResponseHeaderTimeout.Duration,
+	budget := newRetryBudget(pc.RetryBudgetPercent)
+	if prev != nil && prev.cfg.RetryBudgetPercent == pc.RetryBudgetPercent {
+		budget = prev.budget // what retries have spent stays spent
 	}
-	u.connect(pc)
-	return u, nil
+	return &upstream{
+		pool: pool, conns: conns, retries: pc.Retries,
+		budget: budget, stats: m.Pool(name, hosts), log: log, cfg: pc,
+		responseHeaderTimeout: pc.ResponseHeaderTimeout.Duration,
+	}, nil
 }
 
 // h1Pool returns the HTTP/1.1 connections to b, or nil when b is reached
 // over HTTP/2.
 func (u *upstream) h1Pool(b *balancer.Backend, upgrade bool) *h1.Pool {
-	if u.h1 == nil {
-		return nil
-	}
-	i := b.Index()
-	switch {
-	case upgrade && u.h1Only != nil:
-		return u.h1Only[i]
-	case u.h2 != nil && u.h2[i].Load():
-		return nil
-	}
-	return u.h1[i]
+	return u.conns[b.Index()].h1Pool(upgrade)
 }
 
 // useH2 sends b's requests through the HTTP/2 transport from now on.
-func (u *upstream) useH2(b *balancer.Backend) { u.h2[b.Index()].Store(true) }
-
-// close closes the idle backend connections; those in use close when their
-// exchange ends.
-func (u *upstream) close() {
-	for _, pools := range [][]*h1.Pool{u.h1, u.h1Only} {
-		for _, p := range pools {
-			p.Close()
-		}
-	}
-	if u.rt != nil {
-		u.rt.CloseIdleConnections()
-	}
-}
+func (u *upstream) useH2(b *balancer.Backend) { u.conns[b.Index()].h2.Store(true) }
 
 // dialError marks a failure to connect: the request never left, so any
 // request, whatever its method or body, may go to another backend.

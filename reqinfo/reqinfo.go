@@ -21,6 +21,9 @@ type Info struct {
 	// ClientIP is the peer's address or, when the peer is a trusted proxy,
 	// the address it forwarded for; resolved once per request.
 	ClientIP netip.Addr
+	// TrustedPeer: the peer is one of server.trusted_proxies, so headers it
+	// sets about the client (X-Forwarded-For, a request ID) are believed.
+	TrustedPeer bool
 
 	Route string // the route's name; empty when no route matched
 	Pool  string

@@ -4,12 +4,18 @@
 package main
 
 import (
+	"bufio"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 	"runtime/debug"
+	"strings"
+
+	"golang.org/x/crypto/bcrypt"
 
 	"github.com/portico/portico/config"
 )
@@ -22,7 +28,12 @@ const usage = `Portico is a reverse proxy and load balancer.
 Usage:
   portico                        run the quickstart (demo backends, no config needed)
   portico run [-config FILE]     run the proxy (no -config: the quickstart)
-  portico validate -config FILE  check a configuration file, bind nothing
+  portico reload [-admin URL]    have the running proxy reload its configuration file
+  portico validate -config FILE [-diff]
+                                 check a configuration file, bind nothing; with -diff,
+                                 show what a reload would change in the running proxy
+  portico hash-password          read a password on stdin, print its bcrypt hash (basic_auth)
+  portico hash-key               read an API key on stdin, print its "sha256:..." (api_key)
   portico version                print the version
 
 Run "portico COMMAND -h" for a command's flags.
@@ -51,9 +62,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdRun(args, stdout, stderr)
 	case "validate":
 		return cmdValidate(args, stdout, stderr)
+	case "reload":
+		return cmdReload(args, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "portico", versionString())
 		return 0
+	case "hash-password", "hash-key":
+		return cmdHash(cmd, os.Stdin, stdout, stderr)
 	case "help":
 		fmt.Fprint(stdout, usage)
 		return 0
@@ -100,8 +115,11 @@ func parseFlags(fs *flag.FlagSet, args []string) (exit int, done bool) {
 }
 
 func cmdValidate(args []string, stdout, stderr io.Writer) int {
-	fs := flags("validate", "validate -config FILE", stderr)
+	fs := flags("validate", "validate -config FILE [-diff [-admin URL] [-token T]]", stderr)
 	path := fs.String("config", "", "configuration file to check (required)")
+	diff := fs.Bool("diff", false, "also show what a reload to FILE would change in the running Portico: exit 0 without changes, 2 with some")
+	api := addAdminFlags(fs, "")
+	fs.Lookup("admin").Usage = "with -diff: admin API of the running Portico (default: FILE's admin_addr)"
 	if code, done := parseFlags(fs, args); done {
 		return code
 	}
@@ -118,6 +136,9 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 	// Warnings do not fail validation: Portico would run.
 	printConfigError(stderr, cfg.Warnings)
 	fmt.Fprintf(stdout, "%s: ok\n", *path)
+	if *diff {
+		return diffRunning(cfg, api, stdout, stderr)
+	}
 	return 0
 }
 
@@ -131,4 +152,32 @@ func printConfigError(w io.Writer, err error) {
 		return
 	}
 	fmt.Fprintln(w, err)
+}
+
+// cmdHash prints what basic_auth and api_key store instead of a secret:
+// a bcrypt hash of a password, or the SHA-256 of an API key. The secret is
+// read from stdin (its first line), so that it stays out of shell history.
+func cmdHash(cmd string, stdin io.Reader, stdout, stderr io.Writer) int {
+	line, err := bufio.NewReader(stdin).ReadString('\n')
+	secret := strings.TrimRight(line, "\r\n")
+	if secret == "" {
+		if err != nil && err != io.EOF {
+			fmt.Fprintln(stderr, "portico "+cmd+":", err)
+		} else {
+			fmt.Fprintln(stderr, "portico "+cmd+": give the secret on stdin, e.g. read -rs S; printf '%s\\n' \"$S\" | portico "+cmd)
+		}
+		return 2
+	}
+	if cmd == "hash-key" {
+		sum := sha256.Sum256([]byte(secret))
+		fmt.Fprintln(stdout, "sha256:"+hex.EncodeToString(sum[:]))
+		return 0
+	}
+	hash, err := bcrypt.GenerateFromPassword([]byte(secret), bcrypt.DefaultCost)
+	if err != nil {
+		fmt.Fprintln(stderr, "portico hash-password:", err)
+		return 1
+	}
+	fmt.Fprintln(stdout, string(hash))
+	return 0
 }

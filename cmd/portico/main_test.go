@@ -13,8 +13,11 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/crypto/bcrypt"
 
 	"github.com/portico/portico/config"
 )
@@ -324,6 +327,7 @@ pool = "app"
 	if err != nil {
 		t.Fatalf("config: %v", err)
 	}
+	cfg.Log.AccessLog = config.Off // the tests read no access log
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -368,4 +372,38 @@ pool = "app"
 			t.Errorf("%s still accepts connections after serve returned", a)
 		}
 	}
+}
+
+func TestHashCommands(t *testing.T) {
+	var out, errOut strings.Builder
+	if code := cmdHash("hash-key", strings.NewReader("secret\n"), &out, &errOut); code != 0 ||
+		out.String() != "sha256:2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b\n" {
+		t.Fatalf("hash-key: %d %q %q", code, out.String(), errOut.String())
+	}
+	out.Reset()
+	if code := cmdHash("hash-password", strings.NewReader("secret"), &out, &errOut); code != 0 ||
+		bcrypt.CompareHashAndPassword([]byte(strings.TrimSpace(out.String())), []byte("secret")) != nil {
+		t.Fatalf("hash-password: %d %q %q", code, out.String(), errOut.String())
+	}
+	if code := cmdHash("hash-key", strings.NewReader(""), &out, &errOut); code != 2 {
+		t.Fatalf("empty input: exit %d, want 2", code)
+	}
+}
+
+// SIGUSR1 reopens the access log file, as logrotate expects after moving
+// it (the signal itself reaches handleSignal in TestSignalsAndSystemdNotifications).
+func TestSIGUSR1ReopensAccessLog(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "access.log")
+	be := startUpstream(t, "b", answer(0))
+	r := startRig(t, strings.Replace(simpleDoc("127.0.0.1:0", "", be), `access_log = "off"`, fmt.Sprintf("access_log = %q", path), 1))
+	if err := os.Rename(path, path+".1"); err != nil {
+		t.Fatal(err)
+	}
+	if !r.in.handleSignal(syscall.SIGUSR1) {
+		t.Fatal("SIGUSR1 would stop Portico")
+	}
+	waitUntil(t, "access log reopened", func() bool {
+		_, err := os.Stat(path)
+		return err == nil
+	})
 }

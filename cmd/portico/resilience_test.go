@@ -96,6 +96,7 @@ pool = "app"
 	if err != nil {
 		t.Fatalf("config: %v", err)
 	}
+	cfg.Log.AccessLog = config.Off // the tests read no access log
 	return runServe(t, cfg)
 }
 
@@ -432,6 +433,7 @@ pool = "app"
 			if err != nil {
 				t.Fatal(err)
 			}
+			cfg.Log.AccessLog = config.Off // the tests read no access log
 			ctx, cancel := context.WithCancel(context.Background())
 			ready := make(chan listenAddrs, 1)
 			done := make(chan error, 1)

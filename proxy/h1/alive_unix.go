@@ -3,15 +3,19 @@
 package h1
 
 import (
-	"crypto/tls"
 	"net"
 	"syscall"
 )
 
-// rawSocket returns the socket under nc (TLS or not) for alive, or nil.
+// rawSocket returns the socket under nc for alive, or nil. It looks
+// through TLS and through wrappers that offer NetConn, as tls.Conn does.
 func rawSocket(nc net.Conn) syscall.RawConn {
-	if tc, ok := nc.(*tls.Conn); ok {
-		nc = tc.NetConn()
+	for range 4 {
+		u, ok := nc.(interface{ NetConn() net.Conn })
+		if !ok {
+			break
+		}
+		nc = u.NetConn()
 	}
 	sc, ok := nc.(syscall.Conn)
 	if !ok {
