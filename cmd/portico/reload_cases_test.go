@@ -19,7 +19,6 @@ import (
 	"github.com/portico/portico/config"
 	"github.com/portico/portico/internal/leakcheck"
 	"github.com/portico/portico/internal/testcert"
-	"github.com/portico/portico/internal/testserve"
 )
 
 // simpleDoc is a configuration of one pool of the given backends on the
@@ -108,9 +107,8 @@ func TestHundredReloadsLeakNothing(t *testing.T) {
 		t.Skip("100 reloads")
 	}
 	a := startUpstream(t, "a", answer(0))
-	var cc testserve.Conns
 	b := startUpstream(t, "b", answer(0))
-	cc.Track(b.srv)
+	cc := &b.conns
 	doc := func(i int) string {
 		us := []*upstream{a}
 		if i%2 == 1 {
