@@ -1,7 +1,9 @@
 package proxy
 
 import (
+	"bytes"
 	"io"
+	"net"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -22,7 +24,15 @@ func benchProxy(b *testing.B, opts ...Option) *Handler {
 			_, _ = io.WriteString(w, body)
 		}))
 		b.Cleanup(be.Close)
-		urls = append(urls, `{ url = "`+be.URL+`" }`)
+		urls = append(urls, be.URL)
+	}
+	return benchProxyTo(b, urls, opts...)
+}
+
+func benchProxyTo(b *testing.B, backends []string, opts ...Option) *Handler {
+	var urls []string
+	for _, u := range backends {
+		urls = append(urls, `{ url = "`+u+`" }`)
 	}
 	cfg, err := config.Parse([]byte(`
 [pools.app]
@@ -44,12 +54,30 @@ pool = "app"
 }
 
 // BenchmarkProxy measures one proxied GET. "handler" calls ServeHTTP
-// directly, so its allocations are the proxy's and its backend client's;
-// "loopback" adds a real client and Portico's own server, as users see it.
-// "metrics" is "handler" with every request and attempt recorded.
+// directly, so its allocations are the proxy's, its backend client's, and
+// the test backend's and recorder's; "proxy" puts a canned backend (which
+// allocates nothing, as nginx in ../shared/bench) and a reused request and
+// response writer around the same call, so that what is left is the
+// proxy's own; "loopback" adds a real client and Portico's own server, as
+// users see it. "metrics" is "handler" with every request and attempt
+// recorded.
 func BenchmarkProxy(b *testing.B) {
 	h := benchProxy(b)
 	b.Run("handler", func(b *testing.B) { benchHandler(b, h) })
+	b.Run("proxy", func(b *testing.B) {
+		h := benchProxyTo(b, []string{cannedBackend(b), cannedBackend(b)})
+		req := httptest.NewRequest("GET", "http://app.example.com/index.html", nil)
+		w := &discardWriter{h: http.Header{}}
+		b.ReportAllocs()
+		for b.Loop() {
+			clear(w.h)
+			w.status = 0
+			h.ServeHTTP(w, req)
+			if w.status != http.StatusOK {
+				b.Fatalf("status %d", w.status)
+			}
+		}
+	})
 	b.Run("metrics", func(b *testing.B) { benchHandler(b, benchProxy(b, WithMetrics(metrics.New("bench")))) })
 	b.Run("loopback", func(b *testing.B) {
 		front := httptest.NewServer(h)
@@ -82,4 +110,60 @@ func benchHandler(b *testing.B, h *Handler) {
 			b.Fatalf("status %d", rec.Code)
 		}
 	}
+}
+
+// cannedBackend answers every request on a connection with 100 bytes,
+// reading only as far as each request head's end.
+func cannedBackend(b *testing.B) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = ln.Close() })
+	response := []byte("HTTP/1.1 200 OK\r\nServer: canned\r\nContent-Type: text/plain\r\nContent-Length: 100\r\n\r\n" + strings.Repeat("x", 100))
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				buf := make([]byte, 4096)
+				for n := 0; ; {
+					m, err := c.Read(buf[n:])
+					if err != nil {
+						return
+					}
+					n += m
+					if i := bytes.Index(buf[:n], []byte("\r\n\r\n")); i >= 0 {
+						n = copy(buf, buf[i+4:n])
+						if _, err := c.Write(response); err != nil {
+							return
+						}
+					}
+				}
+			}()
+		}
+	}()
+	return "http://" + ln.Addr().String()
+}
+
+// discardWriter is a ResponseWriter that keeps only the status.
+type discardWriter struct {
+	h      http.Header
+	status int
+}
+
+func (w *discardWriter) Header() http.Header { return w.h }
+func (w *discardWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+}
+func (w *discardWriter) Write(p []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return len(p), nil
 }
