@@ -3,8 +3,8 @@ package proxy
 import (
 	"bytes"
 	"io"
-	"net"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
