@@ -50,49 +50,26 @@ func relay1xx(w http.ResponseWriter, status int, fields []h1.Field) {
 // out as net/http buffers it. With trailers the head is flushed at once,
 // which makes net/http send the body chunked, the only framing that carries
 // trailers.
+//
+// What has arrived of an HTTP/1.1 backend's body goes out straight from the
+// connection's buffer (a small response never touches a copy buffer); the
+// rest, and other bodies, through a pooled buffer that reads of a large
+// body fill directly from the socket.
 func respond(w http.ResponseWriter, status int, body io.Reader, stream, trailers bool) error {
 	w.WriteHeader(status)
-	hb, _ := body.(*h1.Body)
+	src, ok := body.(bodySource)
+	if !ok {
+		src = readerSource{body}
+	}
 	var rc *http.ResponseController
 	if stream || trailers {
 		rc = http.NewResponseController(w)
-		if trailers || hb == nil || !hb.Ready() {
+		if trailers || !src.Ready() {
 			if err := rc.Flush(); err != nil {
 				return err
 			}
 		}
 	}
-	if hb != nil {
-		return relayH1(w, hb, rc, stream)
-	}
-	buf := copyBuffers.get()
-	defer copyBuffers.put(buf)
-	for {
-		n, rerr := body.Read(buf[:])
-		if n > 0 {
-			if _, err := w.Write(buf[:n]); err != nil {
-				return err
-			}
-			if stream && rerr == nil {
-				if err := rc.Flush(); err != nil {
-					return err
-				}
-			}
-		}
-		if rerr == io.EOF {
-			return nil
-		}
-		if rerr != nil {
-			return rerr
-		}
-	}
-}
-
-// relayH1 copies an HTTP/1.1 backend's body: what has arrived goes out
-// straight from the connection's buffer (a small response never touches a
-// copy buffer), the rest through a pooled buffer that reads of a large body
-// fill directly from the socket.
-func relayH1(w http.ResponseWriter, b *h1.Body, rc *http.ResponseController, stream bool) error {
 	var buf *[32 << 10]byte
 	defer func() {
 		if buf != nil {
@@ -100,14 +77,14 @@ func relayH1(w http.ResponseWriter, b *h1.Body, rc *http.ResponseController, str
 		}
 	}()
 	for {
-		p, err := b.Peek()
+		p, err := src.Peek()
 		peeked := len(p) > 0
 		if !peeked && err == nil {
 			if buf == nil {
 				buf = copyBuffers.get()
 			}
 			var n int
-			n, err = b.Read(buf[:])
+			n, err = src.Read(buf[:])
 			p = buf[:n]
 		}
 		if len(p) > 0 {
@@ -115,9 +92,9 @@ func relayH1(w http.ResponseWriter, b *h1.Body, rc *http.ResponseController, str
 				return werr
 			}
 			if peeked {
-				b.Discard(len(p))
+				src.Discard(len(p))
 			}
-			if stream && !b.Ready() {
+			if stream && !src.Ready() {
 				if ferr := rc.Flush(); ferr != nil {
 					return ferr
 				}
@@ -131,6 +108,22 @@ func relayH1(w http.ResponseWriter, b *h1.Body, rc *http.ResponseController, str
 		}
 	}
 }
+
+// bodySource is a body that can show what has arrived without copying it
+// and tell whether a read would wait: package h1's.
+type bodySource interface {
+	io.Reader
+	Peek() ([]byte, error)
+	Discard(n int)
+	Ready() bool
+}
+
+// readerSource is any other body: nothing to peek at, and any read may wait.
+type readerSource struct{ io.Reader }
+
+func (readerSource) Peek() ([]byte, error) { return nil, nil }
+func (readerSource) Discard(int)           {}
+func (readerSource) Ready() bool           { return false }
 
 // isEventStream reports a text/event-stream response, whose events must
 // reach the client as they come.
