@@ -48,8 +48,9 @@ type Conn struct {
 
 const (
 	readBufSize = 4 << 10
-	// Keep a grown write buffer only up to this size between requests.
-	maxKeptOut = 64 << 10
+	// Keep a grown write buffer between requests only up to this size: a
+	// head with a small body fits, and an idle connection holds no more.
+	maxKeptOut = 32 << 10
 )
 
 func newConn(nc net.Conn, p *Pool) *Conn {
