@@ -87,6 +87,9 @@ func New(c *config.Cluster, log *slog.Logger, hooks Hooks) (*Client, error) {
 			return nil, fmt.Errorf("cluster.redis_password_env: %s is not set", c.RedisPasswordEnv)
 		}
 	}
+	// go-redis logs every failed dial on its own, to stderr: failures are
+	// counted and logged here instead, at most once every logEvery.
+	redis.SetLogger(quiet{})
 	host, _ := os.Hostname()
 	opts := &redis.UniversalOptions{
 		Addrs:      c.Addrs,
@@ -149,6 +152,10 @@ func counter[K any](f func(K) Counter, k K) Counter {
 	}
 	return nopCounter{}
 }
+
+type quiet struct{}
+
+func (quiet) Printf(context.Context, string, ...any) {}
 
 type nopCounter struct{}
 

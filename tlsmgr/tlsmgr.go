@@ -50,6 +50,12 @@ type Manager struct {
 	hosts     map[string]bool   // the only names ACME may order for
 	challenge http.Handler      // autocert's HTTP-01 responder
 
+	// In a cluster (tls.acme.storage = "redis"): the shared store, and per
+	// host a channel closed once the host's certificate is loaded, which
+	// handshakes wait for rather than start an order of their own.
+	shared *sharedCache
+	ready  map[string]chan struct{}
+
 	inUse sync.Map // key string -> CertInfo
 
 	// Retry schedule for certificates that could not be obtained. autocert
@@ -65,14 +71,18 @@ const (
 )
 
 // New builds the manager from a validated [tls] table. When ACME is on,
-// it creates the cache directory (0700) but orders nothing until Start.
-func New(tc *config.TLS, log *slog.Logger) (*Manager, error) {
+// it creates the cache directory (0700), or with storage = "redis" uses
+// the store WithSharedStore gives, but orders nothing until Start.
+func New(tc *config.TLS, log *slog.Logger, opts ...Option) (*Manager, error) {
 	m := &Manager{
 		log:      log,
 		exact:    map[string][]*tls.Certificate{},
 		wildcard: map[string][]*tls.Certificate{},
 		retryMin: DefaultRetryMin,
 		retryMax: DefaultRetryMax,
+	}
+	for _, o := range opts {
+		o(m)
 	}
 	for i, c := range tc.Certificates {
 		if c.Loaded == nil || c.Loaded.Leaf == nil {
@@ -109,23 +119,41 @@ func (m *Manager) setupACME(ac *config.ACME) error {
 	if len(ac.Hosts) == 0 {
 		return errors.New("tls.acme: no hosts")
 	}
-	if err := os.MkdirAll(ac.CacheDir, 0o700); err != nil {
-		return fmt.Errorf("tls.acme.cache_dir: %w", err)
+	var cache autocert.Cache
+	switch {
+	case ac.Storage == config.StorageRedis && m.shared == nil:
+		return errors.New(`tls.acme.storage = "redis" needs [cluster]`)
+	case ac.Storage == config.StorageRedis:
+		cache = m.shared
+	default:
+		m.shared = nil
+		if err := os.MkdirAll(ac.CacheDir, 0o700); err != nil {
+			return fmt.Errorf("tls.acme.cache_dir: %w", err)
+		}
+		cache = autocert.DirCache(ac.CacheDir)
 	}
 	client := &acme.Client{DirectoryURL: ac.Directory, UserAgent: "portico"}
-	if ac.RootCAs != nil {
-		client.HTTPClient = &http.Client{
-			Timeout:   time.Minute,
-			Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ac.RootCAs, MinVersion: tls.VersionTLS12}},
+	if ac.RootCAs != nil || m.shared != nil {
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		if ac.RootCAs != nil {
+			tr.TLSClientConfig = &tls.Config{RootCAs: ac.RootCAs, MinVersion: tls.VersionTLS12}
 		}
+		var rt http.RoundTripper = tr
+		if m.shared != nil {
+			rt = lockedOnly{next: tr, held: &m.shared.held}
+		}
+		client.HTTPClient = &http.Client{Timeout: time.Minute, Transport: rt}
 	}
 	m.hosts = make(map[string]bool, len(ac.Hosts))
+	m.ready = make(map[string]chan struct{}, len(ac.Hosts))
 	for _, h := range ac.Hosts {
-		m.hosts[strings.TrimSuffix(strings.ToLower(h), ".")] = true
+		h = strings.TrimSuffix(strings.ToLower(h), ".")
+		m.hosts[h] = true
+		m.ready[h] = make(chan struct{})
 	}
 	m.acme = &autocert.Manager{
 		Prompt: autocert.AcceptTOS,
-		Cache:  autocert.DirCache(ac.CacheDir),
+		Cache:  cache,
 		// GetCertificate only asks autocert about listed hosts; the policy
 		// also guards the HTTP-01 responder and anything added later.
 		HostPolicy: autocert.HostWhitelist(ac.Hosts...),
@@ -167,6 +195,15 @@ func (m *Manager) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, 
 		}
 	}
 	if acmeHost {
+		if m.shared != nil && !challenge {
+			// In a cluster only obtain orders: wait for it, as autocert
+			// makes a handshake wait for its own order.
+			select {
+			case <-m.ready[name]:
+			case <-hello.Context().Done():
+				return nil, hello.Context().Err()
+			}
+		}
 		c, err := m.acme.GetCertificate(hello)
 		if err != nil {
 			m.log.Warn("no ACME certificate for handshake", "host", name, "err", err)
@@ -292,9 +329,10 @@ func (m *Manager) obtain(ctx context.Context, host string) {
 	}
 	delay := m.retryMin
 	for {
-		c, err := m.acme.GetCertificate(hello)
+		c, err := m.getCertificate(ctx, hello)
 		if err == nil {
 			m.noteACME(host, c.Leaf)
+			close(m.ready[host])
 			return
 		}
 		wait := delay + rand.N(delay/4+1) // jitter, so hosts do not retry in step
@@ -306,4 +344,35 @@ func (m *Manager) obtain(ctx context.Context, host string) {
 		}
 		delay = min(2*delay, m.retryMax)
 	}
+}
+
+// getCertificate has autocert load or order host's certificate. In a
+// cluster it first makes sure that the store holds a certificate, or that
+// this instance holds the host's lock, so that autocert never waits on
+// another instance while it holds its own mutex: a certificate that has
+// not expired is loaded as it is (autocert's renewal timer renews it under
+// the lock if it is due); otherwise this instance orders under the lock or
+// loads what the holder stored.
+func (m *Manager) getCertificate(ctx context.Context, hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	c := m.shared
+	if c == nil {
+		return m.acme.GetCertificate(hello)
+	}
+	host := hello.ServerName
+	var release func()
+	data, err := c.store.Get(ctx, host)
+	if err != nil && !errors.Is(err, autocert.ErrCacheMiss) {
+		return nil, err
+	}
+	if !usable(data) {
+		if _, release, err = c.acquire(ctx, host); err != nil {
+			return nil, err
+		}
+		if release != nil {
+			m.log.Info("ordering the certificate for the cluster", "host", host)
+		}
+	}
+	c.begin(host, release)
+	defer c.end(host)
+	return m.acme.GetCertificate(hello)
 }

@@ -108,6 +108,14 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, started fu
 			m.WatchAccessLogDrops(access.Dropped)
 		}
 	}
+	shared, err := startCluster(ctx, &cfg.Cluster, m, log)
+	if err != nil {
+		return err
+	}
+	if shared != nil {
+		defer shared.Close() // after the snapshot and the listeners
+		opts = append(opts, proxy.WithGlobal(shared))
+	}
 	snap, err := proxy.NewSnapshot(cfg, log, opts...)
 	if err != nil {
 		return err
@@ -124,7 +132,11 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, started fu
 
 	var certs *tlsmgr.Manager
 	if cfg.TLS.Enabled() {
-		if certs, err = tlsmgr.New(&cfg.TLS, log); err != nil {
+		var tlsOpts []tlsmgr.Option
+		if shared != nil {
+			tlsOpts = append(tlsOpts, tlsmgr.WithSharedStore(shared.Store()))
+		}
+		if certs, err = tlsmgr.New(&cfg.TLS, log, tlsOpts...); err != nil {
 			return err
 		}
 	}
