@@ -1,9 +1,11 @@
 package main
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"net"
@@ -11,6 +13,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/portico/portico/config"
 	"github.com/portico/portico/internal/testredis"
@@ -166,5 +170,25 @@ func TestClusterACMEOneOrderPerNameSameCertificateOneRenewal(t *testing.T) {
 				t.Errorf("%s: %d orders at Pebble once renewed, want 2 (one renewal for the cluster)", h, n)
 			}
 		}
+	}
+
+	// Every order came from the cluster's one account, whose key is in Redis.
+	rdb := redis.NewClient(&redis.Options{Addr: rs.Addr()})
+	defer rdb.Close()
+	keyPEM, err := rdb.Get(context.Background(), "portico:acme:acme_account+key").Bytes()
+	if err != nil {
+		t.Fatalf("account key in redis: %v", err)
+	}
+	block, _ := pem.Decode(keyPEM)
+	key, err := x509.ParseECPrivateKey(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	acct, err := p.store.GetAccountByKey(key.Public())
+	if err != nil || acct == nil {
+		t.Fatalf("no account at Pebble for the stored key: %v", err)
+	}
+	if n := len(p.store.GetOrdersByAccountID(acct.ID)); n != 4 {
+		t.Errorf("the stored account made %d orders, want all 4", n)
 	}
 }
