@@ -1,5 +1,6 @@
-# Build: docker build -t portico .
-# Run:   docker run -p 80:80 -p 443:443 -v $PWD/portico.toml:/etc/portico/portico.toml portico
+# Build:  docker build -t portico .
+# Run:    docker run -p 80:80 -p 443:443 -v $PWD/portico.toml:/etc/portico/portico.toml -v portico-acme:/var/lib/portico portico
+# Reload: docker kill -s HUP CONTAINER   (stop: docker stop drains for shutdown_timeout)
 FROM golang:1.26-bookworm AS build
 WORKDIR /src
 COPY go.mod go.sum ./

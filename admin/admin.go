@@ -1,7 +1,8 @@
 // Package admin owns the operator-facing listener: liveness and readiness,
-// Prometheus metrics, a JSON status of the whole process, and the live
-// dashboard, all read from the state other packages keep (balancer,
-// metrics, the configuration in force). It changes nothing it shows.
+// Prometheus metrics, a JSON status of the whole process, the live
+// dashboard and the configuration in force, all read from the state other
+// packages keep (balancer, metrics, the configuration in force). It changes
+// nothing it shows; POST /api/reload asks cmd to reload.
 package admin
 
 import (
@@ -32,6 +33,9 @@ type Options struct {
 	Certificates func() []tlsmgr.CertInfo // nil without HTTPS
 	Metrics      *metrics.Metrics         // nil: no /metrics, no charts
 	Ready        *Readiness
+	// Reload, when set, reloads the configuration from its file, for
+	// POST /api/reload (config.go).
+	Reload func() ReloadResult
 
 	// Token, when set, is required on every path but /healthz and /readyz.
 	Token string
@@ -67,12 +71,13 @@ func Handler(o Options) http.Handler {
 	})
 	ui, _ := fs.Sub(uiFiles, "ui")
 	private.Handle("GET /ui/", http.StripPrefix("/ui/", uiHeaders(http.FileServerFS(ui))))
-	private.HandleFunc("GET /api/status", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, status(&o)) })
-	private.HandleFunc("GET /api/pools", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, o.poolViews()) })
+	private.HandleFunc("GET /api/status", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, status(&o)) })
+	private.HandleFunc("GET /api/pools", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, o.poolViews()) })
+	o.configRoutes(private)
 	if o.Metrics != nil {
 		private.Handle("GET /metrics", o.Metrics.Handler())
 		private.HandleFunc("GET /api/history", func(w http.ResponseWriter, r *http.Request) {
-			writeJSON(w, o.Metrics.History(r.URL.Query().Get("route")))
+			writeJSON(w, http.StatusOK, o.Metrics.History(r.URL.Query().Get("route")))
 		})
 	}
 	if o.Pprof {

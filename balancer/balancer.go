@@ -5,7 +5,9 @@
 //
 // State lives in atomics and a pool's backend list never changes after
 // construction, so picking takes no lock shared across requests. A reload
-// builds new pools. The package imports no other Portico package.
+// builds new pools whose backends succeed the old ones (Backend.Successor,
+// Pool.Next) and share their state. The package imports no other Portico
+// package.
 package balancer
 
 import (
@@ -26,6 +28,14 @@ type Backend struct {
 	pool     *Pool // set by NewPool
 	maxConns int64 // 0: unlimited; set by NewPool
 
+	// The state is shared with the backend's successors in the pools that
+	// replace this one on reloads: one pointer, so a successor costs the
+	// request path nothing but the load of it.
+	*state
+}
+
+// state is what a backend learns while it serves and a reload keeps.
+type state struct {
 	inflight atomic.Int64
 	// gate holds the reasons the backend is out (gateDown, gateEjected) in
 	// one word, so that Usable is one load. Zero: usable, so a new backend
@@ -57,7 +67,22 @@ func NewBackend(u *url.URL, weight int) (*Backend, error) {
 	if weight < 1 {
 		return nil, fmt.Errorf("balancer: backend %s: weight must be at least 1, got %d", u.Host, weight)
 	}
-	return &Backend{url: u, weight: weight}, nil
+	return &Backend{url: u, weight: weight, state: &state{}}, nil
+}
+
+// Successor returns the same server for a pool that replaces b's on a
+// reload, at weight, sharing b's state: in-flight requests, the active
+// checks' verdict and last probe, ejection and its backoff, slow start and
+// latency. A reload thus neither forgets an outage nor restarts a ramp, and
+// requests that finish on the old pool are counted off the new one's
+// backend. NewPool places it like a new backend.
+func (b *Backend) Successor(weight int) (*Backend, error) {
+	s, err := NewBackend(b.url, weight)
+	if err != nil {
+		return nil, err
+	}
+	s.state = b.state
+	return s, nil
 }
 
 // URL is the backend's scheme and host. Callers must not modify it.
@@ -75,8 +100,15 @@ func (b *Backend) Weight() int { return b.weight }
 // has run its time ends here, on first look.
 func (b *Backend) Usable() bool {
 	// Kept small enough to inline: every pick calls it for each candidate.
-	g := b.gate.Load()
-	return g == 0 || g == gateEjected && b.ejectionOver()
+	return b.gate.Load() == 0 || b.usableAfterAll()
+}
+
+// usableAfterAll is Usable's rare case: a backend that is out may be only
+// ejected, and its ejection over. Not inlined, so that Usable is.
+//
+//go:noinline
+func (b *Backend) usableAfterAll() bool {
+	return b.gate.Load() == gateEjected && b.ejectionOver()
 }
 
 const (
@@ -119,7 +151,7 @@ func (b *Backend) InFlight() int64 { return b.inflight.Load() }
 func (b *Backend) Release() {
 	b.inflight.Add(-1)
 	if b.maxConns > 0 {
-		b.pool.freed()
+		b.pool.waiters.freed()
 	}
 }
 
@@ -167,9 +199,17 @@ type Pool struct {
 
 	ejectMu sync.Mutex // serialises ejections, so that two cannot both pass the max_ejected_percent check
 
-	history transitions // recent state changes of the backends, for the admin side
+	// Shared with the pools that replace this one (Next): the backends'
+	// transitions, and the max_conns queue, since their backends share
+	// in-flight counts with this one's and a request finishing on either
+	// frees a slot for requests queued in both.
+	history *transitions // recent state changes of the backends, for the admin side
+	waiters *queue
+}
 
-	waiting atomic.Int32  // requests queued for a backend below max_conns
+// queue is where requests wait for a backend below max_conns.
+type queue struct {
+	waiting atomic.Int32  // requests queued
 	wake    chan struct{} // a slot may have freed up
 }
 
@@ -223,6 +263,19 @@ const DefaultDecay = 10 * time.Second
 
 // NewPool builds a pool. The backends must not belong to another pool.
 func NewPool(name string, backends []*Backend, o Options) (*Pool, error) {
+	return newPool(name, backends, o, &transitions{}, &queue{wake: make(chan struct{}, 1)})
+}
+
+// Next builds the pool that replaces p on a reload: the same name, with
+// backends that are new or successors of p's (Backend.Successor) and the
+// options now configured. Requests still running on p and those on the new
+// pool share one max_conns queue, and the backends' recent transitions
+// carry over.
+func (p *Pool) Next(backends []*Backend, o Options) (*Pool, error) {
+	return newPool(p.name, backends, o, p.history, p.waiters)
+}
+
+func newPool(name string, backends []*Backend, o Options, h *transitions, q *queue) (*Pool, error) {
 	if len(backends) == 0 {
 		return nil, fmt.Errorf("balancer: pool %q has no backends", name)
 	}
@@ -238,7 +291,7 @@ func NewPool(name string, backends []*Backend, o Options) (*Pool, error) {
 	if o.Passive.MaxFailTimeout < o.Passive.FailTimeout {
 		o.Passive.MaxFailTimeout = o.Passive.FailTimeout
 	}
-	p := &Pool{name: name, backends: backends, opts: o, log: o.Log, wake: make(chan struct{}, 1)}
+	p := &Pool{name: name, backends: backends, opts: o, log: o.Log, history: h, waiters: q}
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
 	}

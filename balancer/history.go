@@ -30,7 +30,7 @@ func (b *Backend) transition(from, to, reason string) {
 	if b.pool == nil { // not in a pool yet: nobody to show it to
 		return
 	}
-	h := &b.pool.history
+	h := b.pool.history
 	h.mu.Lock()
 	h.ring[h.n%historySize] = Transition{Time: time.Now(), Backend: b.url.Host, From: from, To: to, Reason: reason}
 	h.n++

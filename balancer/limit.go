@@ -24,7 +24,7 @@ func (p *Pool) Acquire(ctx context.Context, tried Tried) (*Backend, error) {
 	if !p.waitable(tried) {
 		return nil, ErrNoBackend
 	}
-	return p.queue(ctx, tried)
+	return p.wait(ctx, tried)
 }
 
 func (p *Pool) tryAcquire(tried Tried) *Backend {
@@ -74,7 +74,7 @@ func (p *Pool) waitable(tried Tried) bool {
 	return false
 }
 
-func (p *Pool) queue(ctx context.Context, tried Tried) (*Backend, error) {
+func (p *Pool) wait(ctx context.Context, tried Tried) (*Backend, error) {
 	if p.opts.QueueTimeout <= 0 {
 		return nil, ErrQueueTimeout
 	}
@@ -82,14 +82,15 @@ func (p *Pool) queue(ctx context.Context, tried Tried) (*Backend, error) {
 	defer timer.Stop()
 	// Registered before trying again, so that a Release after the failed
 	// try sees a waiter and signals.
-	p.waiting.Add(1)
-	defer p.waiting.Add(-1)
+	q := p.waiters
+	q.waiting.Add(1)
+	defer q.waiting.Add(-1)
 	for {
 		if b := p.tryAcquire(tried); b != nil {
-			if p.waiting.Load() > 1 {
+			if q.waiting.Load() > 1 {
 				// Two releases may have raced into the one-slot channel;
 				// pass the wake-up on so that no freed slot goes unnoticed.
-				p.signal()
+				q.signal()
 			}
 			return b, nil
 		}
@@ -97,7 +98,7 @@ func (p *Pool) queue(ctx context.Context, tried Tried) (*Backend, error) {
 			return nil, ErrNoBackend
 		}
 		select {
-		case <-p.wake:
+		case <-q.wake:
 		case <-timer.C:
 			return nil, ErrQueueTimeout
 		case <-ctx.Done():
@@ -107,15 +108,15 @@ func (p *Pool) queue(ctx context.Context, tried Tried) (*Backend, error) {
 }
 
 // freed tells queued requests that a slot may be free.
-func (p *Pool) freed() {
-	if p.waiting.Load() > 0 {
-		p.signal()
+func (q *queue) freed() {
+	if q.waiting.Load() > 0 {
+		q.signal()
 	}
 }
 
-func (p *Pool) signal() {
+func (q *queue) signal() {
 	select {
-	case p.wake <- struct{}{}:
+	case q.wake <- struct{}{}:
 	default:
 	}
 }

@@ -33,6 +33,18 @@ type Config struct {
 	// Warnings are problems that do not stop Portico, such as an expired
 	// static certificate: validate prints them, run logs them.
 	Warnings Problems `toml:"-"`
+
+	keys *keyLines // where each key is written, for Problem
+}
+
+// Problem reports a problem found after validation, such as a listen
+// address that cannot be bound, at the line where key is written.
+func (c *Config) Problem(key, format string, args ...any) Problem {
+	line := 1
+	if c.keys != nil {
+		line = max(c.keys.line(key), 1)
+	}
+	return Problem{File: c.File, Line: line, Key: key, Msg: fmt.Sprintf(format, args...)}
 }
 
 // Server holds the listener settings.
@@ -48,6 +60,8 @@ type Server struct {
 	ShutdownTimeout   Duration `toml:"shutdown_timeout"`
 	ClientBodyTimeout Duration `toml:"client_body_timeout"`
 	SendTimeout       Duration `toml:"send_timeout"`
+	DrainTimeout      Duration `toml:"drain_timeout"`
+	WatchConfig       bool     `toml:"watch_config"`
 	TrustedProxies    []string `toml:"trusted_proxies"`
 	RedirectHTTP      bool     `toml:"redirect_http"` // default: true when https_addr is set
 	H2C               bool     `toml:"h2c"`
@@ -145,6 +159,7 @@ const (
 	DefaultIdleTimeout            = 120 * time.Second
 	DefaultMaxHeaderBytes         = 64 << 10
 	DefaultShutdownTimeout        = 30 * time.Second
+	DefaultDrainTimeout           = 30 * time.Second
 	DefaultClientBodyTimeout      = 60 * time.Second
 	DefaultSendTimeout            = 60 * time.Second
 	DefaultDialTimeout            = 2 * time.Second

@@ -75,6 +75,7 @@ func Parse(data []byte, file string) (*Config, error) {
 	}
 
 	v := &validator{file: file, keys: locateKeys(string(data))}
+	cfg.keys = v.keys
 	skip := v.decodeMiddlewares(cfg, &md, doc.Middlewares)
 	v.undecoded(withoutMiddlewares(md.Undecoded(), skip))
 	applyDefaults(cfg, &md)
@@ -104,6 +105,7 @@ func applyDefaults(c *Config, md *toml.MetaData) {
 	s.ReadHeaderTimeout.orDefault(DefaultReadHeaderTimeout)
 	s.IdleTimeout.orDefault(DefaultIdleTimeout)
 	s.ShutdownTimeout.orDefault(DefaultShutdownTimeout)
+	s.DrainTimeout.orDefault(DefaultDrainTimeout)
 	s.ClientBodyTimeout.orDefault(DefaultClientBodyTimeout)
 	s.SendTimeout.orDefault(DefaultSendTimeout)
 	if !md.IsDefined("server", "max_header_bytes") {

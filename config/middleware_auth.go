@@ -25,7 +25,7 @@ const DefaultUserHeader = "X-User"
 // BasicAuth is type "basic_auth": HTTP Basic authentication against bcrypt
 // hashes.
 type BasicAuth struct {
-	Users      map[string]string `toml:"users"` // user -> bcrypt hash
+	Users      map[string]string `toml:"users" secret:"true"` // user -> bcrypt hash
 	Realm      string            `toml:"realm"`
 	UserHeader string            `toml:"user_header"` // "" sends none
 }
@@ -70,7 +70,7 @@ func (v *validator) optionalHeader(key, name string) {
 
 // APIKey is type "api_key": a key, known by its SHA-256, per caller.
 type APIKey struct {
-	Keys       map[string]string `toml:"keys"` // name -> "sha256:<hex>"
+	Keys       map[string]string `toml:"keys" secret:"true"` // name -> "sha256:<hex>"
 	Header     string            `toml:"header"`
 	UserHeader string            `toml:"user_header"`
 

@@ -124,6 +124,7 @@ func (v *validator) server(s *Server) (httpsOK bool) {
 	v.duration("server.read_header_timeout", s.ReadHeaderTimeout)
 	v.duration("server.idle_timeout", s.IdleTimeout)
 	v.duration("server.shutdown_timeout", s.ShutdownTimeout)
+	v.duration("server.drain_timeout", s.DrainTimeout)
 	v.duration("server.client_body_timeout", s.ClientBodyTimeout)
 	v.duration("server.send_timeout", s.SendTimeout)
 	if s.MaxHeaderBytes < 1024 {

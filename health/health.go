@@ -1,8 +1,8 @@
 // Package health runs active health checks. Each backend of a checked pool
 // is probed on its own schedule, and the verdict goes into the backend's
 // state in balancer, which the policies read; passive detection lives in
-// balancer itself, fed by the proxy. cmd starts a Group per snapshot and
-// stops it when the snapshot is replaced or the process ends.
+// balancer itself, fed by the proxy. cmd starts one Group, updates it with
+// each reloaded configuration's pools and stops it when the process ends.
 package health
 
 import (
@@ -14,8 +14,9 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"reflect"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -23,14 +24,23 @@ import (
 	"github.com/portico/portico/config"
 )
 
-// Checker probes the backends of one pool.
+// Checker probes the backends of one pool. A reload hands it the pool that
+// replaces its own (follow): backends that stay keep their probes, streaks
+// and schedule, new ones start being probed, removed ones stop.
 type Checker struct {
-	pool      *balancer.Pool
 	cfg       *config.Health
 	log       *slog.Logger
 	transport *http.Transport
-	cancel    context.CancelFunc
-	wg        sync.WaitGroup
+	probers   map[string]*prober // by backend URL
+}
+
+// prober probes one backend until cancelled.
+type prober struct {
+	// The backend object of the pool in service, which a reload replaces by
+	// its successor: state changes then use the new pool's settings.
+	backend atomic.Pointer[balancer.Backend]
+	cancel  context.CancelFunc
+	done    chan struct{}
 }
 
 // maxBody is how much of a probe's response is searched for expect_body.
@@ -38,21 +48,17 @@ const maxBody = 64 << 10
 
 // Start begins probing every backend of pool as cfg says. Stop ends it.
 func Start(pool *balancer.Pool, cfg *config.Health, log *slog.Logger) (*Checker, error) {
-	switch {
-	case pool == nil || cfg == nil:
-		return nil, errors.New("health: needs a pool and its health settings")
-	case cfg.Interval.Duration <= 0 || cfg.Timeout.Duration <= 0:
-		return nil, fmt.Errorf("health: pool %q: interval and timeout must be above zero", pool.Name())
-	case cfg.Rise < 1 || cfg.Fall < 1:
-		return nil, fmt.Errorf("health: pool %q: rise and fall must be at least 1", pool.Name())
-	case len(cfg.Statuses) == 0 || cfg.Method == "" || !strings.HasPrefix(cfg.Path, "/"):
-		return nil, fmt.Errorf("health: pool %q: settings not validated (statuses, method, path)", pool.Name())
+	if err := checkSettings(pool, cfg); err != nil {
+		return nil, err
 	}
+	return start(pool, cfg, log), nil
+}
+
+func start(pool *balancer.Pool, cfg *config.Health, log *slog.Logger) *Checker {
 	timeout := cfg.Timeout.Duration
 	c := &Checker{
-		pool: pool,
-		cfg:  cfg,
-		log:  log.With("pool", pool.Name()),
+		cfg: cfg,
+		log: log.With("pool", pool.Name()),
 		// Probes have their own transport without keep-alive: a stuck probe
 		// holds no connection that traffic needs, and each probe tests that
 		// a new connection can be made, as a client's would.
@@ -64,20 +70,68 @@ func Start(pool *balancer.Pool, cfg *config.Health, log *slog.Logger) (*Checker,
 			ResponseHeaderTimeout:  timeout,
 			MaxResponseHeaderBytes: maxBody,
 		},
+		probers: map[string]*prober{},
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	c.cancel = cancel
+	c.follow(pool)
+	return c
+}
+
+func checkSettings(pool *balancer.Pool, cfg *config.Health) error {
+	switch {
+	case pool == nil || cfg == nil:
+		return errors.New("health: needs a pool and its health settings")
+	case cfg.Interval.Duration <= 0 || cfg.Timeout.Duration <= 0:
+		return fmt.Errorf("health: pool %q: interval and timeout must be above zero", pool.Name())
+	case cfg.Rise < 1 || cfg.Fall < 1:
+		return fmt.Errorf("health: pool %q: rise and fall must be at least 1", pool.Name())
+	case len(cfg.Statuses) == 0 || cfg.Method == "" || !strings.HasPrefix(cfg.Path, "/"):
+		return fmt.Errorf("health: pool %q: settings not validated (statuses, method, path)", pool.Name())
+	}
+	return nil
+}
+
+// follow makes the checker probe pool's backends: those it probes already
+// go on where they are, now writing to pool's backend objects.
+func (c *Checker) follow(pool *balancer.Pool) {
+	keep := make(map[string]bool, len(pool.Backends()))
 	for _, b := range pool.Backends() {
-		target := b.URL().String() + cfg.Path
-		c.wg.Go(func() { c.run(ctx, b, target) })
+		key := b.URL().String()
+		keep[key] = true
+		if p, ok := c.probers[key]; ok {
+			p.backend.Store(b)
+			continue
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		p := &prober{cancel: cancel, done: make(chan struct{})}
+		p.backend.Store(b)
+		c.probers[key] = p
+		target := key + c.cfg.Path
+		go func() {
+			defer close(p.done)
+			c.run(ctx, p, target)
+		}()
 	}
-	return c, nil
+	for key, p := range c.probers {
+		if !keep[key] {
+			p.stop()
+			delete(c.probers, key)
+		}
+	}
+}
+
+func (p *prober) stop() {
+	p.cancel()
+	<-p.done
 }
 
 // Stop ends all probes, including any in flight, and waits for them.
 func (c *Checker) Stop() {
-	c.cancel()
-	c.wg.Wait()
+	for _, p := range c.probers {
+		p.cancel()
+	}
+	for _, p := range c.probers {
+		<-p.done
+	}
 	c.transport.CloseIdleConnections()
 }
 
@@ -88,7 +142,7 @@ type streak struct {
 	whileEjected  int // consecutive passes while passive detection has it out
 }
 
-func (c *Checker) run(ctx context.Context, b *balancer.Backend, target string) {
+func (c *Checker) run(ctx context.Context, p *prober, target string) {
 	interval := c.cfg.Interval.Duration
 	// The first probe comes at a random point of the first interval, so
 	// that the backends of a pool, and pools started together, spread out.
@@ -107,7 +161,7 @@ func (c *Checker) run(ctx context.Context, b *balancer.Backend, target string) {
 		if ctx.Err() != nil {
 			return
 		}
-		c.record(b, &s, start, ok, detail)
+		c.record(p.backend.Load(), &s, start, ok, detail)
 		// Jitter only shortens the period, by up to a fifth, so that probes
 		// do not fall into step and a verdict never takes longer than
 		// fall × interval (+ timeout) or rise × interval. Periods count from
@@ -203,35 +257,65 @@ func (c *Checker) describe(err error) string {
 	return err.Error()
 }
 
-// Group is the checkers of one snapshot's pools.
-type Group []*Checker
+// Group is the checkers of the pools in service, carried across reloads.
+type Group struct {
+	log      *slog.Logger
+	checkers map[string]*Checker // by pool name
+}
 
 // StartAll starts a checker for every pool whose configuration has a
 // [health] table. pools and cfgs come from the same configuration.
-func StartAll(pools []*balancer.Pool, cfgs map[string]*config.Pool, log *slog.Logger) (Group, error) {
-	var g Group
+func StartAll(pools []*balancer.Pool, cfgs map[string]*config.Pool, log *slog.Logger) (*Group, error) {
+	g := &Group{log: log, checkers: map[string]*Checker{}}
+	return g, g.Update(pools, cfgs)
+}
+
+// Update makes the group check the pools of a reloaded configuration. A
+// pool whose health settings did not change keeps its checker, which
+// follows the new pool's backends; a pool whose settings changed gets a new
+// one; checkers of pools that lost their checks or left stop. On an error
+// nothing has changed. Update and Stop are not safe for concurrent use.
+func (g *Group) Update(pools []*balancer.Pool, cfgs map[string]*config.Pool) error {
 	for _, p := range pools {
 		pc, ok := cfgs[p.Name()]
 		if !ok {
-			g.Stop()
-			return nil, fmt.Errorf("health: no configuration for pool %q", p.Name())
+			return fmt.Errorf("health: no configuration for pool %q", p.Name())
 		}
-		if pc.Health == nil {
+		if pc.Health != nil {
+			if err := checkSettings(p, pc.Health); err != nil {
+				return err
+			}
+		}
+	}
+	keep := map[string]bool{}
+	for _, p := range pools {
+		h := cfgs[p.Name()].Health
+		if h == nil {
 			continue
 		}
-		c, err := Start(p, pc.Health, log)
-		if err != nil {
-			g.Stop()
-			return nil, err
+		keep[p.Name()] = true
+		c := g.checkers[p.Name()]
+		if c != nil && reflect.DeepEqual(c.cfg, h) {
+			c.follow(p)
+			continue
 		}
-		g = append(g, c)
+		if c != nil {
+			c.Stop()
+		}
+		g.checkers[p.Name()] = start(p, h, g.log)
 	}
-	return g, nil
+	for name, c := range g.checkers {
+		if !keep[name] {
+			c.Stop()
+			delete(g.checkers, name)
+		}
+	}
+	return nil
 }
 
 // Stop stops every checker of the group.
-func (g Group) Stop() {
-	for _, c := range g {
+func (g *Group) Stop() {
+	for _, c := range g.checkers {
 		c.Stop()
 	}
 }

@@ -38,6 +38,7 @@ type backend struct {
 	slow   time.Duration
 
 	active, maxActive atomic.Int32 // requests being answered now, and the most at once
+	probes            atomic.Int64 // requests answered
 
 	mu   sync.Mutex
 	srv  *http.Server
@@ -66,6 +67,7 @@ func (b *backend) serve(ln net.Listener) {
 }
 
 func (b *backend) handle(w http.ResponseWriter, r *http.Request) {
+	b.probes.Add(1)
 	n := b.active.Add(1)
 	defer b.active.Add(-1)
 	for m := b.maxActive.Load(); n > m && !b.maxActive.CompareAndSwap(m, n); m = b.maxActive.Load() {
@@ -368,12 +370,119 @@ func TestNoGoroutineLeaks(t *testing.T) {
 		}
 		pool, _ := balancer.NewPool("p", bs, balancer.Options{})
 		g, err := StartAll([]*balancer.Pool{pool}, c.Pools, slog.New(slog.DiscardHandler))
-		if err != nil || len(g) != 1 {
-			t.Fatalf("StartAll: %v, %d checkers", err, len(g))
+		if err != nil || len(g.checkers) != 1 {
+			t.Fatalf("StartAll: %v, %d checkers", err, len(g.checkers))
 		}
 		time.Sleep(30 * time.Millisecond)
 		g.Stop()
 	}
 	// Server-side handlers of cancelled probes end as their connections close.
 	leakcheck.Settle(t, base, "20 start/stop cycles")
+}
+
+// poolOf builds pool "p" over addrs, taking over the state of prev's
+// backends of the same address, as a reload does.
+func poolOf(t *testing.T, prev *balancer.Pool, addrs ...string) *balancer.Pool {
+	t.Helper()
+	old := map[string]*balancer.Backend{}
+	if prev != nil {
+		for _, b := range prev.Backends() {
+			old[b.URL().Host] = b
+		}
+	}
+	var bs []*balancer.Backend
+	for _, a := range addrs {
+		var b *balancer.Backend
+		var err error
+		if o, ok := old[a]; ok {
+			b, err = o.Successor(1)
+		} else {
+			b, err = balancer.NewBackend(&url.URL{Scheme: "http", Host: a}, 1)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		bs = append(bs, b)
+	}
+	var p *balancer.Pool
+	var err error
+	if prev != nil {
+		p, err = prev.Next(bs, balancer.Options{})
+	} else {
+		p, err = balancer.NewPool("p", bs, balancer.Options{})
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func healthConfig(t *testing.T, h string, addr string) map[string]*config.Pool {
+	t.Helper()
+	c, err := config.Parse([]byte(fmt.Sprintf("[pools.p]\nbackends = [{ url = \"http://%s\" }]\nhealth = { %s }\n[[routes]]\npool = \"p\"\n", addr, h)), "t.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c.Pools
+}
+
+// A reload keeps probing the backends that stay without resetting their
+// streaks, starts probing new ones and stops probing removed ones; new
+// health settings start the pool's probes afresh.
+func TestUpdateCarriesProbesAcrossReloads(t *testing.T) {
+	stay, gone, added := newBackend(t, 0), newBackend(t, 0), newBackend(t, 0)
+	cfg := healthConfig(t, `interval = "20ms", timeout = "20ms", rise = 1`, stay.addr)
+	p1 := poolOf(t, nil, stay.addr, gone.addr)
+	g, err := StartAll([]*balancer.Pool{p1}, cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Stop()
+	passes := func(p *balancer.Pool, i int) int {
+		if c := p.Backends()[i].State().LastCheck; c != nil {
+			return c.Passes
+		}
+		return 0
+	}
+	waitFor(t, "three passes", 5*time.Second, func() bool { return passes(p1, 0) >= 3 })
+
+	p2 := poolOf(t, p1, stay.addr, added.addr)
+	if err := g.Update([]*balancer.Pool{p2}, cfg); err != nil {
+		t.Fatal(err)
+	}
+	before := passes(p2, 0)
+	goneProbes := gone.probes.Load()
+	waitFor(t, "the new backend probed", 5*time.Second, func() bool { return p2.Backends()[1].State().LastCheck != nil })
+	waitFor(t, "more passes", 5*time.Second, func() bool { return passes(p2, 0) >= before+3 })
+	if n := gone.probes.Load() - goneProbes; n > 1 { // one may have been in flight
+		t.Errorf("the removed backend got %d probes after the reload", n)
+	}
+	// The state changes go to the new pool's backend objects, which share
+	// their state with the old ones.
+	stay.set(answer500)
+	waitFor(t, "marked down", 5*time.Second, func() bool { return !p2.Backends()[0].Healthy() })
+	stay.set(answerOK)
+	waitFor(t, "marked up", 5*time.Second, func() bool { return p2.Backends()[0].Healthy() })
+
+	// New settings: the checker is replaced and probes the new path.
+	cfg2 := healthConfig(t, `interval = "20ms", timeout = "20ms", rise = 1, path = "/ready"`, stay.addr)
+	if err := g.Update([]*balancer.Pool{p2}, cfg2); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "probe of the new path", 5*time.Second, func() bool {
+		r := stay.lastRequest()
+		return r != nil && r.URL.Path == "/ready"
+	})
+	// No [health] table any more: probes stop.
+	if err := g.Update([]*balancer.Pool{p2}, map[string]*config.Pool{"p": {}}); err != nil {
+		t.Fatal(err)
+	}
+	if len(g.checkers) != 0 {
+		t.Fatalf("%d checkers left without health settings", len(g.checkers))
+	}
+	n := stay.probes.Load()
+	time.Sleep(5 * 20 * time.Millisecond)
+	if d := stay.probes.Load() - n; d > 0 {
+		t.Errorf("%d probes after checks were turned off", d)
+	}
 }

@@ -38,6 +38,12 @@ type Snapshot struct {
 	unrouted                 *metrics.Route   // requests no route matched
 	middlewares              *middleware.Set
 	access                   AccessLogger // nil: no access log
+
+	// What the snapshot this one replaces used and this one does not, for
+	// Drain: backend transports, and its middleware set (whose states this
+	// one took over stay).
+	retiring        []retiring
+	prevMiddlewares *middleware.Set
 }
 
 // AccessLogger writes the line of a finished request (package accesslog).
@@ -60,9 +66,15 @@ type options struct {
 // nothing is recorded.
 func WithMetrics(m *metrics.Metrics) Option { return func(o *options) { o.metrics = m } }
 
-// WithPrevious builds the snapshot that replaces prev: middlewares whose
-// options did not change keep their state (rate-limit buckets, in-flight
-// counts, caches).
+// WithPrevious builds the snapshot that replaces prev on a reload. A
+// backend in a pool of the same name in both, with the same URL, keeps its
+// state (health, ejection, slow start, latency, in-flight requests) and,
+// while its pool's transport settings do not change, its connections;
+// middlewares whose options did not change keep their state (rate-limit
+// buckets, in-flight counts, caches). prev is not changed: it serves on
+// until the new snapshot is swapped in, and its requests finish on it.
+// Once the new snapshot is in use, its Drain retires what prev used and it
+// does not.
 func WithPrevious(prev *Snapshot) Option { return func(o *options) { o.prev = prev } }
 
 // WithRejections counts middleware refusals (package metrics).
@@ -101,13 +113,20 @@ func NewSnapshot(cfg *config.Config, log *slog.Logger, opts ...Option) (*Snapsho
 	}
 	s.middlewares = mws
 	for name, pc := range cfg.Pools {
-		up, err := newUpstream(name, pc, log, o.metrics)
+		var before *upstream
+		if o.prev != nil {
+			before = o.prev.upstreams[name]
+		}
+		up, err := newUpstream(name, pc, before, log, o.metrics)
 		if err != nil {
-			s.Close()
+			s.Discard()
 			return nil, fmt.Errorf("pool %q: %w", name, err)
 		}
 		s.upstreams[name] = up
 		s.pools = append(s.pools, up.pool)
+	}
+	if o.prev != nil {
+		s.retiring, s.prevMiddlewares = retiringFrom(o.prev, s), o.prev.middlewares
 	}
 	sort.Slice(s.pools, func(i, j int) bool { return s.pools[i].Name() < s.pools[j].Name() })
 
@@ -115,7 +134,7 @@ func NewSnapshot(cfg *config.Config, log *slog.Logger, opts ...Option) (*Snapsho
 	for _, rc := range cfg.Routes {
 		up, ok := s.upstreams[rc.Pool]
 		if !ok {
-			s.Close()
+			s.Discard()
 			return nil, fmt.Errorf("route %s: no pool %q", rc.Name, rc.Pool)
 		}
 		rt := &route{
@@ -129,7 +148,7 @@ func NewSnapshot(cfg *config.Config, log *slog.Logger, opts ...Option) (*Snapsho
 		// Server middlewares first, then the route's, then forwarding.
 		chain := append(append([]string{}, cfg.Server.Middlewares...), rc.Middlewares...)
 		if rt.handler, err = mws.Chain(chain, rc.Name, newForwarder(rt, up, log)); err != nil {
-			s.Close()
+			s.Discard()
 			return nil, fmt.Errorf("route %s: %w", rc.Name, err)
 		}
 		routes = append(routes, rt)
@@ -142,14 +161,24 @@ func NewSnapshot(cfg *config.Config, log *slog.Logger, opts ...Option) (*Snapsho
 func (s *Snapshot) Pools() []*balancer.Pool { return s.pools }
 
 // Close releases the snapshot's idle backend connections and the
-// middleware state no later snapshot took over. Requests still in flight
-// finish on their connections, which then close.
+// middleware state no later snapshot took over, when it is the last one
+// (the process stops). Requests still in flight finish on their
+// connections, which then close. A snapshot replaced on a reload is
+// retired by its successor's Drain instead, which leaves alone what the
+// two share.
 func (s *Snapshot) Close() {
 	for _, up := range s.upstreams {
-		up.transport.closeIdle()
+		for _, t := range up.conns {
+			t.closeIdle()
+		}
 	}
 	s.middlewares.Close()
 }
+
+// Discard releases what a snapshot that never served holds: the middleware
+// states no other snapshot uses. Connections it shares with the snapshot
+// it was to replace are left alone; its own have never been opened.
+func (s *Snapshot) Discard() { s.middlewares.Close() }
 
 // Handler routes each request through the current snapshot.
 type Handler struct {

@@ -45,7 +45,7 @@ func poolOptions(pc *config.Pool, log *slog.Logger) balancer.Options {
 // attempt the client abandoned says nothing about the backend.
 func (u *upstream) attempt(req *http.Request, b *balancer.Backend, info *reqinfo.Info) (*http.Response, error) {
 	start := time.Now()
-	res, err := u.transport.forRequest(req).RoundTrip(req)
+	res, err := u.conns[b.Index()].forRequest(req).RoundTrip(req)
 	rtt := time.Since(start)
 	info.BackendTTFB = rtt
 	switch {

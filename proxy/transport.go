@@ -3,8 +3,10 @@ package proxy
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"golang.org/x/net/http/httpguts"
@@ -12,7 +14,7 @@ import (
 	"github.com/portico/portico/config"
 )
 
-// transports is how one pool reaches its backends, by scheme:
+// transports is how Portico reaches one backend, by its pool's scheme:
 //
 //   - http: HTTP/1.1 with keep-alive.
 //   - https: TLS, HTTP/2 when the backend offers it in ALPN, else HTTP/1.1.
@@ -23,17 +25,25 @@ import (
 //
 // Every dial, TCP or TLS, fails with a dialError, which is what tells the
 // retry logic that the request never left.
+//
+// Each backend has its own, so that a reload keeps an unchanged backend's
+// idle connections and can close a removed backend's without touching the
+// others'. Every connection they dial is tracked until it closes, upgraded
+// (WebSocket) ones included, so that a removed backend's last streams can be
+// cut when its drain time is up.
 type transports struct {
 	main    *http.Transport
 	upgrade *http.Transport // https only; nil otherwise
 	scheme  string          // the scheme main and upgrade expect in request URLs
+	conns   *connSet
 }
 
 // Idle backend connections are closed after this long unused.
 const backendIdleTimeout = 90 * time.Second
 
 func newTransports(pc *config.Pool) *transports {
-	dial := tcpDialer(pc.DialTimeout.Duration)
+	conns := &connSet{open: map[*trackedConn]struct{}{}}
+	dial := tcpDialer(pc.DialTimeout.Duration, conns)
 	base := func() *http.Transport {
 		return &http.Transport{
 			Proxy:                 nil, // never route backend traffic through $HTTP_PROXY
@@ -56,14 +66,28 @@ func newTransports(pc *config.Pool) *transports {
 		main.ForceAttemptHTTP2 = true // a custom TLS dialer turns HTTP/2 off unless forced
 		upgrade := base()
 		upgrade.DialTLSContext = tlsDialer(dial, cfg, []string{"http/1.1"}, pc.DialTimeout.Duration)
-		return &transports{main: main, upgrade: upgrade, scheme: "https"}
+		return &transports{main: main, upgrade: upgrade, scheme: "https", conns: conns}
 	case config.SchemeH2C:
 		t := base()
 		t.Protocols = new(http.Protocols)
 		t.Protocols.SetUnencryptedHTTP2(true)
-		return &transports{main: t, scheme: "http"}
+		return &transports{main: t, scheme: "http", conns: conns}
 	}
-	return &transports{main: base(), scheme: "http"}
+	return &transports{main: base(), scheme: "http", conns: conns}
+}
+
+// sameTransport reports whether two pool configurations reach their
+// backends alike, so that a reload may keep the backends' connections. Every
+// key that changes how connections are made or used belongs here (the test
+// TestEveryPoolKeyIsClassified keeps that list complete).
+func sameTransport(a, b *config.Pool) bool {
+	return a.Scheme == b.Scheme &&
+		a.DialTimeout.Duration == b.DialTimeout.Duration &&
+		a.ResponseHeaderTimeout.Duration == b.ResponseHeaderTimeout.Duration &&
+		a.MaxIdleConnsPerBackend == b.MaxIdleConnsPerBackend &&
+		a.TLSServerName == b.TLSServerName &&
+		a.TLSInsecureSkipVerify == b.TLSInsecureSkipVerify &&
+		a.TLSCAFile == b.TLSCAFile && a.RootCAs.Equal(b.RootCAs)
 }
 
 // forRequest picks the transport for one outbound request.
@@ -81,6 +105,70 @@ func (ts *transports) closeIdle() {
 	}
 }
 
+// cut closes every connection the transports dialed, busy or idle,
+// upgraded or not, and fails any later dial: the backend is gone.
+func (ts *transports) cut() {
+	ts.closeIdle()
+	ts.conns.closeAll()
+}
+
+// errBackendRemoved fails a dial to a backend whose drain time is over; it
+// is a dialError, so the request goes to another backend.
+var errBackendRemoved = errors.New("backend removed from the configuration")
+
+// connSet is the connections of one backend's transports that are open.
+type connSet struct {
+	mu     sync.Mutex
+	open   map[*trackedConn]struct{}
+	closed bool
+}
+
+func (s *connSet) add(c *trackedConn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.open[c] = struct{}{}
+	return true
+}
+
+func (s *connSet) remove(c *trackedConn) {
+	s.mu.Lock()
+	delete(s.open, c)
+	s.mu.Unlock()
+}
+
+func (s *connSet) closeAll() {
+	s.mu.Lock()
+	s.closed = true
+	open := s.open
+	s.open = nil
+	s.mu.Unlock()
+	for c := range open {
+		_ = c.Conn.Close()
+	}
+}
+
+// trackedConn leaves its set when it closes.
+type trackedConn struct {
+	net.Conn
+	set *connSet
+}
+
+func (c *trackedConn) Close() error {
+	c.set.remove(c)
+	return c.Conn.Close()
+}
+
+// CloseWrite passes a half-close on, which upgraded connections need.
+func (c *trackedConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return errors.ErrUnsupported
+}
+
 func backendTLSConfig(pc *config.Pool) *tls.Config {
 	return &tls.Config{
 		MinVersion:         tls.VersionTLS12,
@@ -94,14 +182,19 @@ func backendTLSConfig(pc *config.Pool) *tls.Config {
 
 type dialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
 
-func tcpDialer(timeout time.Duration) dialFunc {
+func tcpDialer(timeout time.Duration, conns *connSet) dialFunc {
 	d := &net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second}
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
 		c, err := d.DialContext(ctx, network, addr)
 		if err != nil {
 			return nil, dialError{err}
 		}
-		return c, nil
+		tc := &trackedConn{Conn: c, set: conns}
+		if !conns.add(tc) {
+			_ = c.Close()
+			return nil, dialError{errBackendRemoved}
+		}
+		return tc, nil
 	}
 }
 

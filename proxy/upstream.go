@@ -13,36 +13,76 @@ import (
 	"github.com/portico/portico/metrics"
 )
 
-// upstream is a pool at run time: the balancer's pool, the transports
-// shared by its backends, and the retry rule. It is the http.RoundTripper the
-// route proxies use, so every attempt picks its own backend.
+// upstream is a pool at run time: the balancer's pool, each backend's
+// transports, and the retry rule. It is the http.RoundTripper the route
+// proxies use, so every attempt picks its own backend.
 type upstream struct {
-	pool      *balancer.Pool
-	transport *transports
-	retries   int
-	budget    *retryBudget
-	stats     *metrics.Pool // nil without metrics
-	log       *slog.Logger
+	pool    *balancer.Pool
+	conns   []*transports // by Backend.Index
+	scheme  string        // what the transports expect in request URLs
+	retries int
+	budget  *retryBudget
+	stats   *metrics.Pool // nil without metrics
+	log     *slog.Logger
+	cfg     *config.Pool // for the next reload to compare against
 }
 
-func newUpstream(name string, pc *config.Pool, log *slog.Logger, m *metrics.Metrics) (*upstream, error) {
+// newUpstream builds the pool named name. prev is the pool of that name in
+// the snapshot being replaced, or nil: a backend that was in it (same URL)
+// keeps its state, and its connections too while the transport settings
+// stay the same.
+func newUpstream(name string, pc *config.Pool, prev *upstream, log *slog.Logger, m *metrics.Metrics) (*upstream, error) {
+	var before map[string]int // backend URL -> index in prev
+	keepConns := false
+	if prev != nil {
+		before = make(map[string]int, len(prev.conns))
+		for i, b := range prev.pool.Backends() {
+			before[b.URL().String()] = i
+		}
+		keepConns = sameTransport(prev.cfg, pc)
+	}
 	backends := make([]*balancer.Backend, 0, len(pc.Backends))
+	conns := make([]*transports, 0, len(pc.Backends))
 	hosts := make([]string, 0, len(pc.Backends))
 	for _, bc := range pc.Backends {
-		b, err := balancer.NewBackend(bc.Parsed, bc.Weight)
+		var b *balancer.Backend
+		var t *transports
+		var err error
+		if i, ok := before[bc.Parsed.String()]; ok {
+			b, err = prev.pool.Backends()[i].Successor(bc.Weight)
+			if keepConns {
+				t = prev.conns[i]
+			}
+		} else {
+			b, err = balancer.NewBackend(bc.Parsed, bc.Weight)
+		}
 		if err != nil {
 			return nil, err
 		}
+		if t == nil {
+			t = newTransports(pc)
+		}
 		backends = append(backends, b)
+		conns = append(conns, t)
 		hosts = append(hosts, bc.Parsed.Host)
 	}
-	pool, err := balancer.NewPool(name, backends, poolOptions(pc, log))
+	var pool *balancer.Pool
+	var err error
+	if prev != nil {
+		pool, err = prev.pool.Next(backends, poolOptions(pc, log))
+	} else {
+		pool, err = balancer.NewPool(name, backends, poolOptions(pc, log))
+	}
 	if err != nil {
 		return nil, err
 	}
+	budget := newRetryBudget(pc.RetryBudgetPercent)
+	if prev != nil && prev.cfg.RetryBudgetPercent == pc.RetryBudgetPercent {
+		budget = prev.budget // what retries have spent stays spent
+	}
 	return &upstream{
-		pool: pool, transport: newTransports(pc), retries: pc.Retries,
-		budget: newRetryBudget(pc.RetryBudgetPercent), stats: m.Pool(name, hosts), log: log,
+		pool: pool, conns: conns, scheme: conns[0].scheme, retries: pc.Retries,
+		budget: budget, stats: m.Pool(name, hosts), log: log, cfg: pc,
 	}, nil
 }
 
@@ -74,7 +114,7 @@ func (u *upstream) RoundTrip(req *http.Request) (*http.Response, error) {
 			return nil, u.unavailable(err)
 		}
 		tried = tried.Add(b)
-		req.URL.Scheme, req.URL.Host = u.transport.scheme, b.URL().Host
+		req.URL.Scheme, req.URL.Host = u.scheme, b.URL().Host
 		info.Backend, info.Attempts = b.URL().Host, attempt+1
 
 		res, err := u.attempt(req, b, info)

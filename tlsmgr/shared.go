@@ -34,10 +34,18 @@ type SharedStore interface {
 type Option func(*Manager)
 
 // WithSharedStore keeps ACME state in s instead of the cache directory,
-// for tls.acme.storage = "redis".
+// for tls.acme.storage = "redis". Managers made by Next keep it.
 func WithSharedStore(s SharedStore) Option {
-	return func(m *Manager) { m.shared = &sharedCache{store: s, poll: sharedPoll, active: map[string]func(){}} }
+	return func(m *Manager) { m.store = s }
 }
+
+// readiness is closed once a host's certificate is loaded.
+type readiness struct {
+	ch   chan struct{}
+	once sync.Once
+}
+
+func (r *readiness) set() { r.once.Do(func() { close(r.ch) }) }
 
 // sharedPoll is how often an instance waiting for another's order looks
 // for the certificate in storage.

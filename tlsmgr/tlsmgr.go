@@ -3,10 +3,12 @@
 // for an explicit list of hosts, what a client naming any other host gets,
 // and when each certificate in use expires.
 //
-// It gives cmd a tls.Config for the listener and a handler for ACME
-// HTTP-01 challenges on the plain listener; it knows nothing of routes or
-// backends. ACME state (account key, certificates) is kept behind
-// autocert.Cache, so that a shared store can replace the directory.
+// Through Current it gives cmd a tls.Config for the listener and a handler
+// for ACME HTTP-01 challenges on the plain listener, both of which follow
+// the Manager in service as reloads replace it (Manager.Next); it
+// knows nothing of routes or backends. ACME state (account key,
+// certificates) is kept behind autocert.Cache, so that a shared store can
+// replace the directory.
 package tlsmgr
 
 import (
@@ -24,6 +26,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/crypto/acme"
@@ -46,15 +49,16 @@ type Manager struct {
 	wildcard map[string][]*tls.Certificate // by the part after "*."
 	fallback *tls.Certificate              // for unknown names; nil: handshake failure
 
-	acme      *autocert.Manager // nil when ACME is off
-	hosts     map[string]bool   // the only names ACME may order for
-	challenge http.Handler      // autocert's HTTP-01 responder
+	acme  *acmeClient     // nil when ACME is off
+	hosts map[string]bool // the only names ACME may order for
 
-	// In a cluster (tls.acme.storage = "redis"): the shared store, and per
-	// host a channel closed once the host's certificate is loaded, which
-	// handshakes wait for rather than start an order of their own.
-	shared *sharedCache
-	ready  map[string]chan struct{}
+	config *tls.Config // what Current.TLSConfig hands each handshake
+
+	// The store of tls.acme.storage = "redis" (WithSharedStore), and per
+	// ACME host whether its certificate is loaded: in a cluster,
+	// handshakes wait for that rather than start an order of their own.
+	store SharedStore
+	ready map[string]*readiness
 
 	inUse sync.Map // key string -> CertInfo
 
@@ -70,16 +74,48 @@ const (
 	DefaultRetryMax = time.Hour
 )
 
+// acmeClient is autocert and what it needs; a reload that keeps the ACME
+// account settings keeps it, with the certificates it holds and renews.
+type acmeClient struct {
+	mgr       *autocert.Manager
+	challenge http.Handler // autocert's HTTP-01 responder
+	settings  config.ACME  // what it was built from, but the hosts
+	shared    *sharedCache // its cache with storage = "redis"; nil with "dir"
+	// The names autocert may order for, answer challenges for: those of
+	// the Manager started last.
+	allowed atomic.Pointer[map[string]bool]
+}
+
 // New builds the manager from a validated [tls] table. When ACME is on,
 // it creates the cache directory (0700), or with storage = "redis" uses
 // the store WithSharedStore gives, but orders nothing until Start.
 func New(tc *config.TLS, log *slog.Logger, opts ...Option) (*Manager, error) {
+	return build(tc, nil, log, opts)
+}
+
+// Next builds the manager that replaces m on a reload, from a validated
+// [tls] table: its static certificates, loaded anew from their files by
+// validation, and its ACME hosts. When the ACME account settings (email,
+// directory, CA root, storage, cache) are unchanged, the ACME client
+// carries over with the certificates it holds, so hosts that stay are
+// served at once; new hosts are ordered at Start, and removed hosts are no
+// longer served (autocert may still renew one it holds; it never serves
+// it). m serves on, unchanged, until the new manager is stored in Current.
+// The shared store given to New stays.
+func (m *Manager) Next(tc *config.TLS) (*Manager, error) {
+	return build(tc, m, m.log, nil)
+}
+
+func build(tc *config.TLS, prev *Manager, log *slog.Logger, opts []Option) (*Manager, error) {
 	m := &Manager{
 		log:      log,
 		exact:    map[string][]*tls.Certificate{},
 		wildcard: map[string][]*tls.Certificate{},
 		retryMin: DefaultRetryMin,
 		retryMax: DefaultRetryMax,
+	}
+	if prev != nil {
+		m.store = prev.store
 	}
 	for _, o := range opts {
 		o(m)
@@ -90,18 +126,50 @@ func New(tc *config.TLS, log *slog.Logger, opts ...Option) (*Manager, error) {
 		}
 		m.addStatic(c.Loaded)
 		info := CertInfo{Names: c.Loaded.Leaf.DNSNames, Source: "static", NotAfter: c.Loaded.Leaf.NotAfter}
-		m.inUse.Store("static "+c.CertFile, info)
-		m.logLoaded(info, "cert_file", c.CertFile)
+		key := "static " + c.CertFile
+		m.inUse.Store(key, info)
+		if prev == nil || !prev.inUseAs(key, info) {
+			m.logLoaded(info, "cert_file", c.CertFile)
+		}
 	}
 	if len(tc.Certificates) > 0 && tc.UnknownSNI == config.UnknownSNIFirst {
 		m.fallback = tc.Certificates[0].Loaded
 	}
 	if tc.ACME.Enabled {
-		if err := m.setupACME(&tc.ACME); err != nil {
+		var keep *acmeClient
+		if prev != nil && prev.acme != nil && sameAccount(&prev.acme.settings, &tc.ACME) {
+			keep = prev.acme
+		}
+		if err := m.setupACME(&tc.ACME, keep); err != nil {
 			return nil, err
 		}
+		if keep != nil {
+			for host := range m.hosts {
+				if v, ok := prev.inUse.Load("acme " + host); ok {
+					m.inUse.Store("acme "+host, v)
+				}
+				// A host kept is as ready as it was: handshakes need not
+				// wait for the new manager's Start.
+				if r, ok := prev.ready[host]; ok {
+					m.ready[host] = r
+				}
+			}
+		}
 	}
+	m.config = m.tlsConfig()
 	return m, nil
+}
+
+func (m *Manager) inUseAs(key string, info CertInfo) bool {
+	v, ok := m.inUse.Load(key)
+	return ok && v.(CertInfo).NotAfter.Equal(info.NotAfter) && slices.Equal(v.(CertInfo).Names, info.Names)
+}
+
+// sameAccount reports whether two [tls.acme] tables use the same CA
+// account and certificate store, whatever their hosts.
+func sameAccount(a, b *config.ACME) bool {
+	return a.Email == b.Email && a.Directory == b.Directory && a.Storage == b.Storage && a.CacheDir == b.CacheDir &&
+		a.CARoot == b.CARoot && a.RootCAs.Equal(b.RootCAs)
 }
 
 func (m *Manager) addStatic(c *tls.Certificate) {
@@ -115,59 +183,73 @@ func (m *Manager) addStatic(c *tls.Certificate) {
 	}
 }
 
-func (m *Manager) setupACME(ac *config.ACME) error {
+// setupACME sets up ACME for ac's hosts, with keep's client if not nil.
+func (m *Manager) setupACME(ac *config.ACME, keep *acmeClient) error {
 	if len(ac.Hosts) == 0 {
 		return errors.New("tls.acme: no hosts")
 	}
+	m.hosts = make(map[string]bool, len(ac.Hosts))
+	m.ready = make(map[string]*readiness, len(ac.Hosts))
+	for _, h := range ac.Hosts {
+		h = strings.TrimSuffix(strings.ToLower(h), ".")
+		m.hosts[h] = true
+		m.ready[h] = &readiness{ch: make(chan struct{})}
+	}
+	if keep != nil {
+		m.acme = keep
+		return nil
+	}
+	a := &acmeClient{settings: *ac}
 	var cache autocert.Cache
 	switch {
-	case ac.Storage == config.StorageRedis && m.shared == nil:
+	case ac.Storage == config.StorageRedis && m.store == nil:
 		return errors.New(`tls.acme.storage = "redis" needs [cluster]`)
 	case ac.Storage == config.StorageRedis:
-		cache = m.shared
+		a.shared = &sharedCache{store: m.store, poll: sharedPoll, active: map[string]func(){}}
+		cache = a.shared
 	default:
-		m.shared = nil
 		if err := os.MkdirAll(ac.CacheDir, 0o700); err != nil {
 			return fmt.Errorf("tls.acme.cache_dir: %w", err)
 		}
 		cache = autocert.DirCache(ac.CacheDir)
 	}
 	client := &acme.Client{DirectoryURL: ac.Directory, UserAgent: "portico"}
-	if ac.RootCAs != nil || m.shared != nil {
+	if ac.RootCAs != nil || a.shared != nil {
 		tr := http.DefaultTransport.(*http.Transport).Clone()
 		if ac.RootCAs != nil {
 			tr.TLSClientConfig = &tls.Config{RootCAs: ac.RootCAs, MinVersion: tls.VersionTLS12}
 		}
 		var rt http.RoundTripper = tr
-		if m.shared != nil {
-			rt = lockedOnly{next: tr, held: &m.shared.held}
+		if a.shared != nil {
+			rt = lockedOnly{next: tr, held: &a.shared.held}
 		}
 		client.HTTPClient = &http.Client{Timeout: time.Minute, Transport: rt}
 	}
-	m.hosts = make(map[string]bool, len(ac.Hosts))
-	m.ready = make(map[string]chan struct{}, len(ac.Hosts))
-	for _, h := range ac.Hosts {
-		h = strings.TrimSuffix(strings.ToLower(h), ".")
-		m.hosts[h] = true
-		m.ready[h] = make(chan struct{})
-	}
-	m.acme = &autocert.Manager{
+	a.settings.Hosts = nil
+	a.allowed.Store(&m.hosts)
+	a.mgr = &autocert.Manager{
 		Prompt: autocert.AcceptTOS,
 		Cache:  cache,
 		// GetCertificate only asks autocert about listed hosts; the policy
 		// also guards the HTTP-01 responder and anything added later.
-		HostPolicy: autocert.HostWhitelist(ac.Hosts...),
-		Client:     client,
-		Email:      ac.Email,
+		HostPolicy: func(_ context.Context, host string) error {
+			if !(*a.allowed.Load())[host] {
+				return fmt.Errorf("tlsmgr: %q is not an ACME host", host)
+			}
+			return nil
+		},
+		Client: client,
+		Email:  ac.Email,
 	}
 	// Must come before the first order: it is what enables HTTP-01.
-	m.challenge = m.acme.HTTPHandler(http.NotFoundHandler())
+	a.challenge = a.mgr.HTTPHandler(http.NotFoundHandler())
+	m.acme = a
 	return nil
 }
 
-// TLSConfig returns the listener's configuration: TLS 1.2 and 1.3, ALPN
-// h2 and http/1.1 (and acme-tls/1 for TLS-ALPN-01), session tickets on.
-func (m *Manager) TLSConfig() *tls.Config {
+// tlsConfig is the manager's part of the listener's configuration: TLS 1.2
+// and 1.3, ALPN h2 and http/1.1 (and acme-tls/1 for TLS-ALPN-01).
+func (m *Manager) tlsConfig() *tls.Config {
 	protos := []string{"h2", "http/1.1"}
 	if m.acme != nil {
 		protos = append(protos, acme.ALPNProto)
@@ -195,16 +277,16 @@ func (m *Manager) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, 
 		}
 	}
 	if acmeHost {
-		if m.shared != nil && !challenge {
+		if m.acme.shared != nil && !challenge {
 			// In a cluster only obtain orders: wait for it, as autocert
 			// makes a handshake wait for its own order.
 			select {
-			case <-m.ready[name]:
+			case <-m.ready[name].ch:
 			case <-hello.Context().Done():
 				return nil, hello.Context().Err()
 			}
 		}
-		c, err := m.acme.GetCertificate(hello)
+		c, err := m.acme.mgr.GetCertificate(hello)
 		if err != nil {
 			m.log.Warn("no ACME certificate for handshake", "host", name, "err", err)
 			return nil, err
@@ -283,36 +365,34 @@ func (m *Manager) Certificates() []CertInfo {
 	return out
 }
 
-// HTTPHandler answers ACME HTTP-01 challenges and passes every other
-// request to next.
-func (m *Manager) HTTPHandler(next http.Handler) http.Handler {
-	if m.acme == nil {
-		return next
+// challenge answers r if it is an ACME HTTP-01 challenge, and reports
+// whether it was.
+func (m *Manager) challenge(w http.ResponseWriter, r *http.Request) bool {
+	if !strings.HasPrefix(r.URL.Path, "/.well-known/acme-challenge/") {
+		return false
 	}
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if strings.HasPrefix(r.URL.Path, "/.well-known/acme-challenge/") {
-			// autocert checks the Host header against its policy as is; a
-			// CA probing a listener off port 80 (a test CA, or a port
-			// mapping) sends one with a port.
-			if host, _, err := net.SplitHostPort(r.Host); err == nil {
-				r = r.Clone(r.Context())
-				r.Host = host
-			}
-			m.challenge.ServeHTTP(w, r)
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
+	// autocert checks the Host header against its policy as is; a CA
+	// probing a listener off port 80 (a test CA, or a port mapping) sends
+	// one with a port.
+	if host, _, err := net.SplitHostPort(r.Host); err == nil {
+		r = r.Clone(r.Context())
+		r.Host = host
+	}
+	m.acme.challenge.ServeHTTP(w, r)
+	return true
 }
 
 // Start obtains a certificate for every ACME host in the background,
 // retrying failures with backoff until ctx ends; autocert renews them
 // afterwards. Call it once the listeners serve: the CA's challenges
-// arrive on them.
+// arrive on them. On a reload, call it when the manager is put in service
+// and end the ctx of the one it replaces; hosts already held are not
+// ordered again.
 func (m *Manager) Start(ctx context.Context) {
 	if m.acme == nil {
 		return
 	}
+	m.acme.allowed.Store(&m.hosts)
 	for host := range m.hosts {
 		go m.obtain(ctx, host)
 	}
@@ -332,7 +412,7 @@ func (m *Manager) obtain(ctx context.Context, host string) {
 		c, err := m.getCertificate(ctx, hello)
 		if err == nil {
 			m.noteACME(host, c.Leaf)
-			close(m.ready[host])
+			m.ready[host].set()
 			return
 		}
 		wait := delay + rand.N(delay/4+1) // jitter, so hosts do not retry in step
@@ -354,9 +434,9 @@ func (m *Manager) obtain(ctx context.Context, host string) {
 // the lock if it is due); otherwise this instance orders under the lock or
 // loads what the holder stored.
 func (m *Manager) getCertificate(ctx context.Context, hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
-	c := m.shared
+	c := m.acme.shared
 	if c == nil {
-		return m.acme.GetCertificate(hello)
+		return m.acme.mgr.GetCertificate(hello)
 	}
 	host := hello.ServerName
 	var release func()
@@ -374,5 +454,44 @@ func (m *Manager) getCertificate(ctx context.Context, hello *tls.ClientHelloInfo
 	}
 	c.begin(host, release)
 	defer c.end(host)
-	return m.acme.GetCertificate(hello)
+	return m.acme.mgr.GetCertificate(hello)
+}
+
+// Current is the Manager in service, for the listeners: the tls.Config and
+// challenge handler it gives follow whichever Manager was stored last, so a
+// reload changes certificates without touching the listeners. Session
+// tickets stay valid across reloads: their keys belong to the listener's
+// configuration, not to a Manager's.
+type Current struct{ m atomic.Pointer[Manager] }
+
+// Store puts m in service (nil: none, TLS is off).
+func (c *Current) Store(m *Manager) { c.m.Store(m) }
+
+// Load returns the Manager in service, or nil.
+func (c *Current) Load() *Manager { return c.m.Load() }
+
+// TLSConfig is the HTTPS listener's configuration: each handshake gets the
+// configuration of the Manager in service.
+func (c *Current) TLSConfig() *tls.Config {
+	return &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		NextProtos: []string{"h2", "http/1.1"},
+		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+			if m := c.m.Load(); m != nil {
+				return m.config, nil
+			}
+			return nil, errUnknownName
+		},
+	}
+}
+
+// HTTPHandler answers ACME HTTP-01 challenges for the Manager in service
+// and passes every other request to next.
+func (c *Current) HTTPHandler(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if m := c.m.Load(); m != nil && m.acme != nil && m.challenge(w, r) {
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }

@@ -24,7 +24,9 @@ func handshake(t *testing.T, m *Manager, serverName string) (string, error) {
 	cs, ss := net.Pipe()
 	defer cs.Close()
 	defer ss.Close()
-	go func() { _ = tls.Server(ss, m.TLSConfig()).Handshake() }()
+	var cur Current
+	cur.Store(m)
+	go func() { _ = tls.Server(ss, cur.TLSConfig()).Handshake() }()
 	c := tls.Client(cs, &tls.Config{ServerName: serverName, InsecureSkipVerify: true})
 	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
 	if err := c.Handshake(); err != nil {
@@ -159,7 +161,15 @@ func TestUnreachableCAIsLoggedAndRetriedWhileStaticHostsServe(t *testing.T) {
 func TestHTTPHandlerPassesNonChallengesOn(t *testing.T) {
 	m := acmeManager(t, "https://127.0.0.1:1/directory", &testlog.Buffer{}, "acme.example.com")
 	next := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusTeapot) })
-	h := m.HTTPHandler(next)
+	var cur Current
+	h := cur.HTTPHandler(next)
+	req := httptest.NewRequest("GET", "/.well-known/acme-challenge/token", nil)
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	if rec.Code != http.StatusTeapot {
+		t.Errorf("no manager in service: %d, want the request passed on", rec.Code)
+	}
+	cur.Store(m)
 	for path, want := range map[string]int{
 		"/":                                 http.StatusTeapot,
 		"/.well-known/other":                http.StatusTeapot,
@@ -172,5 +182,92 @@ func TestHTTPHandlerPassesNonChallengesOn(t *testing.T) {
 		if rec.Code != want {
 			t.Errorf("%s: %d, want %d", path, rec.Code, want)
 		}
+	}
+}
+
+// A reload's manager serves replaced and added static certificates, stops
+// serving removed names, and keeps the ACME client when the account
+// settings stay.
+func TestNextManagerFollowsTheReloadedTable(t *testing.T) {
+	ca := testcert.NewCA(t)
+	pair := func(names ...string) *config.Certificate {
+		p := ca.Valid(t, names...)
+		return &config.Certificate{CertFile: names[0] + ".crt", Loaded: &p.TLS}
+	}
+	caSrv := httptest.NewServer(http.NotFoundHandler())
+	defer caSrv.Close()
+	acmeOn := func(hosts ...string) config.ACME {
+		return config.ACME{Enabled: true, Email: "ops@example.com", Directory: caSrv.URL + "/directory",
+			CacheDir: filepath.Join(t.TempDir(), "acme"), Hosts: hosts}
+	}
+	first := pair("app.example.com")
+	a1 := acmeOn("old.example.com")
+	m1, err := New(&config.TLS{Certificates: []*config.Certificate{first, pair("gone.example.com")}, UnknownSNI: config.UnknownSNIReject, ACME: a1}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cur Current
+	cur.Store(m1)
+	m1.Start(t.Context())
+	serial := func(name string) string {
+		t.Helper()
+		cs, ss := net.Pipe()
+		defer cs.Close()
+		defer ss.Close()
+		go func() { _ = tls.Server(ss, cur.TLSConfig()).Handshake() }()
+		c := tls.Client(cs, &tls.Config{ServerName: name, InsecureSkipVerify: true})
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		if err := c.Handshake(); err != nil {
+			return "refused"
+		}
+		return c.ConnectionState().PeerCertificates[0].SerialNumber.String()
+	}
+	before := serial("app.example.com")
+	if before != first.Loaded.Leaf.SerialNumber.String() || serial("gone.example.com") == "refused" {
+		t.Fatalf("first manager: app %s, gone %s", before, serial("gone.example.com"))
+	}
+
+	renewed, added := pair("app.example.com"), pair("new.example.com")
+	a2 := a1
+	a2.Hosts = []string{"fresh.example.com"}
+	m2, err := m1.Next(&config.TLS{Certificates: []*config.Certificate{renewed, added}, UnknownSNI: config.UnknownSNIReject, ACME: a2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m2.acme != m1.acme {
+		t.Error("ACME client replaced though the account settings did not change")
+	}
+	if got := serial("app.example.com"); got != before {
+		t.Errorf("the new manager was used before it was stored: %s", got)
+	}
+	cur.Store(m2)
+	m2.Start(t.Context())
+	if got := serial("app.example.com"); got != renewed.Loaded.Leaf.SerialNumber.String() {
+		t.Errorf("replaced certificate: served serial %s, want the new one", got)
+	}
+	if got := serial("new.example.com"); got != added.Loaded.Leaf.SerialNumber.String() {
+		t.Errorf("added certificate: served %s", got)
+	}
+	if got := serial("gone.example.com"); got != "refused" {
+		t.Errorf("removed name still served: %s", got)
+	}
+	if got := serial("old.example.com"); got != "refused" {
+		t.Errorf("removed ACME host still served: %s", got)
+	}
+	if err := m2.acme.mgr.HostPolicy(t.Context(), "fresh.example.com"); err != nil {
+		t.Errorf("new ACME host not allowed after Start: %v", err)
+	}
+	if err := m2.acme.mgr.HostPolicy(t.Context(), "old.example.com"); err == nil {
+		t.Error("removed ACME host still allowed to order")
+	}
+
+	a3 := a2
+	a3.Email = "other@example.com"
+	m3, err := m2.Next(&config.TLS{Certificates: []*config.Certificate{renewed}, ACME: a3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m3.acme == m2.acme {
+		t.Error("ACME client kept though the account email changed")
 	}
 }

@@ -276,7 +276,19 @@ func hostBackend(t *testing.T) string {
 
 func acmeConfig(t *testing.T, p *pebble, httpPort, httpsPort int, cacheDir string, extra string) *config.Config {
 	t.Helper()
-	src := fmt.Sprintf(`
+	src := acmeDoc(t, p, httpPort, httpsPort, cacheDir, extra, "")
+	cfg, err := config.Parse([]byte(src), "acme.toml")
+	if err != nil {
+		t.Fatalf("config: %v\n%s", err, src)
+	}
+	return cfg
+}
+
+// acmeDoc is the configuration acmeConfig parses: [server] keys and tables
+// in extra, [tls.acme] keys in acmeKeys. The tests read no access log.
+func acmeDoc(t *testing.T, p *pebble, httpPort, httpsPort int, cacheDir, extra, acmeKeys string) string {
+	t.Helper()
+	return fmt.Sprintf(`
 [server]
 http_addr = "127.0.0.1:%d"
 https_addr = "127.0.0.1:%d"
@@ -289,6 +301,7 @@ email = "ops@portico.test"
 directory = %q
 ca_root = %q
 cache_dir = %q
+%s
 [pools.app]
 backends = [{ url = %q }]
 [[routes]]
@@ -299,13 +312,9 @@ host = "http01.portico.test"
 pool = "app"
 [[routes]]
 pool = "app"
-`, httpPort, httpsPort, extra, p.directory, p.caRoot, cacheDir, hostBackend(t))
-	cfg, err := config.Parse([]byte(src), "acme.toml")
-	if err != nil {
-		t.Fatalf("config: %v\n%s", err, src)
-	}
-	cfg.Log.AccessLog = config.Off // the tests read no access log
-	return cfg
+[log]
+access_log = "off"
+`, httpPort, httpsPort, extra, p.directory, p.caRoot, cacheDir, acmeKeys, hostBackend(t))
 }
 
 // TestACMETLSALPN01SNIAndCachedRestart runs Portico against Pebble with

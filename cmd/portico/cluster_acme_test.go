@@ -102,7 +102,7 @@ func served(t *testing.T, addr, host string, p *pebble) *x509.Certificate {
 	return leaf
 }
 
-func fingerprint(c *x509.Certificate) string {
+func certFingerprint(c *x509.Certificate) string {
 	sum := sha256.Sum256(c.Raw)
 	return hex.EncodeToString(sum[:8])
 }
@@ -143,8 +143,8 @@ func TestClusterACMEOneOrderPerNameSameCertificateOneRenewal(t *testing.T) {
 			leaf := served(t, addr, h, p)
 			if i == 0 {
 				first[h] = leaf
-			} else if fingerprint(leaf) != fingerprint(first[h]) {
-				t.Errorf("%s: instance %d serves %s, instance 0 %s", h, i, fingerprint(leaf), fingerprint(first[h]))
+			} else if certFingerprint(leaf) != certFingerprint(first[h]) {
+				t.Errorf("%s: instance %d serves %s, instance 0 %s", h, i, certFingerprint(leaf), certFingerprint(first[h]))
 			}
 		}
 		if n := p.ordersFor(h); n != 1 {
@@ -164,7 +164,7 @@ func TestClusterACMEOneOrderPerNameSameCertificateOneRenewal(t *testing.T) {
 				if err == nil {
 					leaf = res.TLS.PeerCertificates[0]
 				}
-				return leaf != nil && fingerprint(leaf) != fingerprint(first[h])
+				return leaf != nil && certFingerprint(leaf) != certFingerprint(first[h])
 			})
 			if n := p.ordersFor(h); n != 2 {
 				t.Errorf("%s: %d orders at Pebble once renewed, want 2 (one renewal for the cluster)", h, n)

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -16,50 +15,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/portico/portico/internal/testlog"
 	"github.com/portico/portico/internal/testredis"
 )
-
-// runArgsEnv makes the test binary run Portico itself, for tests that need
-// processes of their own: a crash is a process killed.
-const runArgsEnv = "PORTICO_TEST_RUN_ARGS"
-
-func TestMain(m *testing.M) {
-	if args, ok := os.LookupEnv(runArgsEnv); ok {
-		os.Exit(run(strings.Fields(args), os.Stdout, os.Stderr))
-	}
-	os.Exit(m.Run())
-}
-
-// startInstance runs "portico run -config file" as a child process until
-// the test ends, and returns it with its log.
-func startInstance(t *testing.T, file string) (*exec.Cmd, *testlog.Buffer) {
-	t.Helper()
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	logs := &testlog.Buffer{}
-	cmd := exec.Command(self)
-	cmd.Env = append(os.Environ(), runArgsEnv+"=run -config "+file)
-	cmd.Stderr = logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		close(exited)
-	}()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-exited
-		if t.Failed() {
-			t.Logf("%s log:\n%s", filepath.Base(file), logs.String())
-		}
-	})
-	return cmd, logs
-}
 
 // The instance holding a name's lock is killed in the middle of its order:
 // its lock expires, another instance takes it, orders, and every survivor
@@ -97,8 +54,8 @@ func TestClusterACMELockHolderKilledMidOrder(t *testing.T) {
 		if err := os.WriteFile(file, []byte(src), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		cmd, _ := startInstance(t, file)
-		procs[cmd.Process.Pid] = httpsAddrs[i]
+		proc := startProcess(t, nil, "run", "-config", file)
+		procs[proc.cmd.Process.Pid] = httpsAddrs[i]
 	}
 
 	select {
@@ -125,7 +82,7 @@ func TestClusterACMELockHolderKilledMidOrder(t *testing.T) {
 	var fps []string
 	for other, addr := range procs {
 		if other != pid {
-			fps = append(fps, fingerprint(served(t, addr, host, p)))
+			fps = append(fps, certFingerprint(served(t, addr, host, p)))
 		}
 	}
 	t.Logf("certificate served by the survivors %v after the kill", time.Since(killed).Round(100*time.Millisecond))

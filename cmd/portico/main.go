@@ -28,7 +28,10 @@ const usage = `Portico is a reverse proxy and load balancer.
 Usage:
   portico                        run the quickstart (demo backends, no config needed)
   portico run [-config FILE]     run the proxy (no -config: the quickstart)
-  portico validate -config FILE  check a configuration file, bind nothing
+  portico reload [-admin URL]    have the running proxy reload its configuration file
+  portico validate -config FILE [-diff]
+                                 check a configuration file, bind nothing; with -diff,
+                                 show what a reload would change in the running proxy
   portico hash-password          read a password on stdin, print its bcrypt hash (basic_auth)
   portico hash-key               read an API key on stdin, print its "sha256:..." (api_key)
   portico version                print the version
@@ -59,6 +62,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdRun(args, stdout, stderr)
 	case "validate":
 		return cmdValidate(args, stdout, stderr)
+	case "reload":
+		return cmdReload(args, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "portico", versionString())
 		return 0
@@ -110,8 +115,11 @@ func parseFlags(fs *flag.FlagSet, args []string) (exit int, done bool) {
 }
 
 func cmdValidate(args []string, stdout, stderr io.Writer) int {
-	fs := flags("validate", "validate -config FILE", stderr)
+	fs := flags("validate", "validate -config FILE [-diff [-admin URL] [-token T]]", stderr)
 	path := fs.String("config", "", "configuration file to check (required)")
+	diff := fs.Bool("diff", false, "also show what a reload to FILE would change in the running Portico: exit 0 without changes, 2 with some")
+	api := addAdminFlags(fs, "")
+	fs.Lookup("admin").Usage = "with -diff: admin API of the running Portico (default: FILE's admin_addr)"
 	if code, done := parseFlags(fs, args); done {
 		return code
 	}
@@ -128,6 +136,9 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 	// Warnings do not fail validation: Portico would run.
 	printConfigError(stderr, cfg.Warnings)
 	fmt.Fprintf(stdout, "%s: ok\n", *path)
+	if *diff {
+		return diffRunning(cfg, api, stdout, stderr)
+	}
 	return 0
 }
 

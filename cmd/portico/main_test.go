@@ -19,7 +19,6 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 
-	"github.com/portico/portico/accesslog"
 	"github.com/portico/portico/config"
 )
 
@@ -391,30 +390,20 @@ func TestHashCommands(t *testing.T) {
 	}
 }
 
-// SIGUSR1 reopens the access log file, as logrotate expects after moving it.
+// SIGUSR1 reopens the access log file, as logrotate expects after moving
+// it (the signal itself reaches handleSignal in TestSignalsAndSystemdNotifications).
 func TestSIGUSR1ReopensAccessLog(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "access.log")
-	access, err := accesslog.Open(path, accesslog.JSON, false, discardLogger())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer access.Close()
-	stop := reopenOnSIGUSR1(access, discardLogger())
-	defer stop()
+	be := startUpstream(t, "b", answer(0))
+	r := startRig(t, strings.Replace(simpleDoc("127.0.0.1:0", "", be), `access_log = "off"`, fmt.Sprintf("access_log = %q", path), 1))
 	if err := os.Rename(path, path+".1"); err != nil {
 		t.Fatal(err)
 	}
-	if err := syscall.Kill(os.Getpid(), syscall.SIGUSR1); err != nil {
-		t.Fatal(err)
+	if !r.in.handleSignal(syscall.SIGUSR1) {
+		t.Fatal("SIGUSR1 would stop Portico")
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		if _, err := os.Stat(path); err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("access log not reopened 5s after SIGUSR1")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitUntil(t, "access log reopened", func() bool {
+		_, err := os.Stat(path)
+		return err == nil
+	})
 }

@@ -1,14 +1,15 @@
 package main
 
 import (
-	"context"
-	"sync"
+	"net"
+	"net/http"
 	"time"
 
 	"github.com/portico/portico/admin"
 	"github.com/portico/portico/balancer"
 	"github.com/portico/portico/config"
 	"github.com/portico/portico/metrics"
+	"github.com/portico/portico/middleware"
 	"github.com/portico/portico/proxy"
 	"github.com/portico/portico/tlsmgr"
 )
@@ -16,37 +17,77 @@ import (
 // startTime is when the process started, for uptime.
 var startTime = time.Now()
 
-// adminOptions wires what the admin listener shows to the running parts:
-// the snapshot in force, the certificates, the metrics. Metrics read the
-// same state at scrape time.
-func adminOptions(cfg *config.Config, h *proxy.Handler, certs *tlsmgr.Manager, m *metrics.Metrics, ready *admin.Readiness) admin.Options {
-	pools := func() []*balancer.Pool { return h.Snapshot().Pools() }
-	o := admin.Options{
-		Version: versionString(),
-		Started: startTime,
-		Config:  func() *config.Config { return cfg },
-		Pools:   pools,
-		Metrics: m,
-		Ready:   ready,
-		Token:   string(cfg.Server.AdminToken),
-		Pprof:   cfg.Server.AdminPprof,
+// adminOptions wires what the admin listener of cfg shows to the running
+// parts, read per request so that it always shows what is in force: the
+// configuration, the snapshot's pools, the listeners, the certificates, the
+// metrics. Metrics read the same state at scrape time.
+func (in *instance) adminOptions(cfg *config.Config) admin.Options {
+	return admin.Options{
+		Version:      versionString(),
+		Started:      startTime,
+		Config:       func() *config.Config { return in.running.Load() },
+		Pools:        in.pools,
+		Listeners:    func() []admin.Listener { return *in.bound.Load() },
+		Certificates: in.certificates,
+		Metrics:      in.metrics,
+		Ready:        &in.ready,
+		Token:        string(cfg.Server.AdminToken),
+		Pprof:        cfg.Server.AdminPprof,
+		Reload:       func() admin.ReloadResult { return in.reload("admin API") },
 	}
-	m.WatchPools(pools)
-	if certs != nil {
-		o.Certificates = certs.Certificates
-		m.WatchCertificates(certs.Certificates)
-	}
-	return o
 }
 
-// runTicker closes each second of the dashboard's history until ctx ends
-// or the returned function is called, which waits for it.
-func runTicker(ctx context.Context, m *metrics.Metrics) (stop func()) {
-	ctx, cancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	wg.Go(func() { m.Run(ctx) })
-	return func() {
-		cancel()
-		wg.Wait()
+func (in *instance) pools() []*balancer.Pool { return in.handler.Snapshot().Pools() }
+
+// certificates lists those of the manager in service; none without HTTPS.
+func (in *instance) certificates() []tlsmgr.CertInfo {
+	if m := in.certs.Load(); m != nil {
+		return m.Certificates()
 	}
+	return nil
+}
+
+// startMetrics starts recording metrics, once a configuration has an admin
+// listener to read them from: without one nobody could, and the request
+// path is spared the cost.
+func (in *instance) startMetrics(cfg *config.Config) {
+	if in.metrics != nil || cfg.Server.AdminAddr == config.Off {
+		return
+	}
+	m := metrics.New(versionString())
+	m.WatchPools(in.pools)
+	m.WatchCertificates(in.certificates)
+	m.WatchAccessLogDrops(in.accessDropped)
+	in.bg.Go(func() { m.Run(in.ctx) }) // closes each second of the dashboard's history
+	in.metrics = m
+}
+
+// trackConns counts a proxy listener's connections in the metrics.
+func (in *instance) trackConns(name string, srv *http.Server) func(net.Listener) net.Listener {
+	if name == "admin" {
+		return nil
+	}
+	m := in.metrics
+	return func(ln net.Listener) net.Listener { return m.TrackConns(name, srv, ln) }
+}
+
+// snapshotOptions are what a snapshot is built with: the one it replaces
+// (nil at start), the metrics and the access log in force.
+func (in *instance) snapshotOptions(prev *proxy.Snapshot, access *accessLog) []proxy.Option {
+	var opts []proxy.Option
+	if prev != nil {
+		opts = append(opts, proxy.WithPrevious(prev))
+	}
+	if m := in.metrics; m != nil {
+		opts = append(opts, proxy.WithMetrics(m), proxy.WithRejections(func(mw, reason string) middleware.Counter {
+			return m.Rejections(mw, reason)
+		}))
+	}
+	if access != nil {
+		opts = append(opts, proxy.WithAccessLog(access))
+	}
+	if in.shared != nil {
+		opts = append(opts, proxy.WithGlobal(in.shared))
+	}
+	return opts
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/portico/portico/admin"
 	"github.com/portico/portico/config"
 	"github.com/portico/portico/internal/leakcheck"
+	"github.com/portico/portico/internal/testserve"
 )
 
 // upstream is a real loopback backend that names itself in X-Backend and
@@ -28,6 +29,7 @@ type upstream struct {
 	addr      string
 	srv       *http.Server
 	hits, cut atomic.Int64
+	conns     testserve.Conns
 }
 
 func startUpstream(t *testing.T, name string, h http.HandlerFunc) *upstream {
@@ -47,6 +49,7 @@ func startUpstream(t *testing.T, name string, h http.HandlerFunc) *upstream {
 			u.cut.Add(1)
 		}
 	})}
+	u.conns.Track(u.srv)
 	go func() { _ = u.srv.Serve(ln) }()
 	t.Cleanup(u.kill)
 	return u
@@ -137,10 +140,11 @@ func (r *loadReport) share(backend string) float64 {
 	return float64(r.byBackend[backend]) / float64(r.ok)
 }
 
-func (r *loadReport) p99() time.Duration {
+// quantile returns the latency below which the share q of requests fell.
+func (r *loadReport) quantile(q float64) time.Duration {
 	s := slices.Clone(r.latencies)
 	slices.Sort(s)
-	return s[len(s)*99/100]
+	return s[int(float64(len(s))*q)]
 }
 
 // load sends GETs from workers, each paced to one request per pace (or
@@ -253,21 +257,25 @@ passive = { fail_timeout = "1s" }`, policy, backendList(us...)))
 }
 
 // With one backend 50 ms slower than the other two, ewma sends it under
-// 10% of requests where round robin sends it a third, and the p99 falls.
+// 10% of requests where round robin sends it a third, so the p90 falls from
+// the slow backend's answer time to the fast ones'. The p99 is logged: it
+// falls too once ewma has learnt (README quotes it), but how fast it learns
+// depends on how busy the machine is, so it is not asserted.
 func TestEWMAShiftsLoadFromSlowBackend(t *testing.T) {
 	fast1 := startUpstream(t, "fast1", answer(2*time.Millisecond))
 	fast2 := startUpstream(t, "fast2", answer(2*time.Millisecond))
 	slow := startUpstream(t, "slow", answer(52*time.Millisecond))
 	shares := map[string]float64{}
-	p99s := map[string]time.Duration{}
+	p90s := map[string]time.Duration{}
 	for _, policy := range []string{"round_robin", "ewma"} {
 		addrs := startPortico(t, fmt.Sprintf("balance = %q\nbackends = %s\n", policy, backendList(fast1, fast2, slow)))
 		r := load(t, addrs.http, 8, 10*time.Millisecond, 2*time.Second)
 		if r.failed != 0 {
 			t.Fatalf("%s: %d requests failed: %v", policy, r.failed, r.failures[:min(5, len(r.failures))])
 		}
-		shares[policy], p99s[policy] = r.share("slow"), r.p99()
-		t.Logf("%s: %d requests, slow backend share %.1f%%, p99 %v", policy, r.ok, 100*shares[policy], p99s[policy].Round(100*time.Microsecond))
+		shares[policy], p90s[policy] = r.share("slow"), r.quantile(0.90)
+		t.Logf("%s: %d requests, slow backend share %.1f%%, p90 %v, p99 %v", policy, r.ok, 100*shares[policy],
+			p90s[policy].Round(100*time.Microsecond), r.quantile(0.99).Round(100*time.Microsecond))
 	}
 	if s := shares["round_robin"]; s < 0.30 || s > 0.37 {
 		t.Errorf("round_robin sent the slow backend %.1f%%, want a third", 100*s)
@@ -275,8 +283,8 @@ func TestEWMAShiftsLoadFromSlowBackend(t *testing.T) {
 	if s := shares["ewma"]; s >= 0.10 {
 		t.Errorf("ewma sent the slow backend %.1f%%, want under 10%%", 100*s)
 	}
-	if p99s["ewma"] >= p99s["round_robin"] {
-		t.Errorf("ewma p99 %v not below round_robin p99 %v", p99s["ewma"], p99s["round_robin"])
+	if p90s["ewma"] >= p90s["round_robin"]/2 {
+		t.Errorf("ewma p90 %v not under half of round_robin's %v", p90s["ewma"], p90s["round_robin"])
 	}
 }
 

@@ -1,0 +1,78 @@
+package main
+
+import (
+	"crypto/tls"
+	"fmt"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/portico/portico/internal/testcert"
+)
+
+// A reload loads replaced and added static certificates, orders a
+// certificate for a new ACME host (and none for the host it keeps), and
+// stops serving a removed name; the HTTPS listener is not touched.
+func TestReloadChangesCertificates(t *testing.T) {
+	ports := loopbackPorts(t, 2)
+	httpPort, httpsPort := ports[0], ports[1]
+	p := startPebble(t, httpPort, httpsPort)
+	static := testcert.NewCA(t)
+	dir := t.TempDir()
+	certS, keyS := static.Valid(t, "static.portico.test").WriteFiles(t, dir, "static")
+	certG, keyG := static.Valid(t, "gone.portico.test").WriteFiles(t, dir, "gone")
+	cacheDir := filepath.Join(dir, "acme")
+	doc := func(hosts string, certs ...string) string {
+		extra := "[tls]\nunknown_sni = \"reject\"\n"
+		for i := 0; i < len(certs); i += 2 {
+			extra += fmt.Sprintf("[[tls.certificates]]\ncert_file = %q\nkey_file = %q\n", certs[i], certs[i+1])
+		}
+		return acmeDoc(t, p, httpPort, httpsPort, cacheDir, extra, "hosts = "+hosts)
+	}
+	r := startRig(t, doc(`["alpn.portico.test"]`, certS, keyS, certG, keyG))
+	addr := r.in.addrs().https
+
+	res, _, err := httpsGet(addr, "alpn.portico.test", p.roots)
+	if err != nil {
+		t.Fatalf("ACME host before the reload: %v", err)
+	}
+	kept := res.TLS.PeerCertificates[0].SerialNumber
+	serial := func(name string) string {
+		c, err := tls.Dial("tcp", addr, &tls.Config{ServerName: name, RootCAs: static.Pool()})
+		if err != nil {
+			return "refused"
+		}
+		defer c.Close()
+		return c.ConnectionState().PeerCertificates[0].SerialNumber.String()
+	}
+	if serial("gone.portico.test") == "refused" {
+		t.Fatal("static certificate not served before the reload")
+	}
+
+	renewed := static.Valid(t, "static.portico.test")
+	renewed.WriteFiles(t, dir, "static") // renewed in place
+	orders := p.orders.Load()
+	res2 := r.reload(doc(`["alpn.portico.test", "http01.portico.test"]`, certS, keyS))
+	t.Logf("reload: %d changes", len(res2.Changes))
+
+	var issued bool
+	for deadline := time.Now().Add(60 * time.Second); !issued && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		_, body, err := httpsGet(addr, "http01.portico.test", p.roots)
+		issued = err == nil && body == "backend saw http01.portico.test https"
+	}
+	if !issued {
+		t.Fatal("no certificate for the ACME host added by the reload")
+	}
+	if n := p.orders.Load() - orders; n != 1 {
+		t.Errorf("%d orders after the reload, want 1 (the new host's)", n)
+	}
+	if res, _, err := httpsGet(addr, "alpn.portico.test", p.roots); err != nil || res.TLS.PeerCertificates[0].SerialNumber.Cmp(kept) != 0 {
+		t.Errorf("kept ACME host: %v; want the certificate it had", err)
+	}
+	if got := serial("static.portico.test"); got != renewed.TLS.Leaf.SerialNumber.String() {
+		t.Errorf("static certificate renewed in place: served %s, want the new one", got)
+	}
+	if got := serial("gone.portico.test"); got != "refused" {
+		t.Errorf("removed certificate still served (%s)", got)
+	}
+}
