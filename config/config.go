@@ -19,6 +19,8 @@ type Config struct {
 	Pools  map[string]*Pool `toml:"pools"`
 	Routes []*Route         `toml:"routes"`
 	TLS    TLS              `toml:"tls"`
+	// Cluster is the Redis several instances share; see Cluster.Enabled.
+	Cluster Cluster `toml:"cluster"`
 
 	// Middlewares are the [middlewares.NAME] tables, decoded by type.
 	Middlewares map[string]*Middleware `toml:"-"`

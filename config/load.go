@@ -155,6 +155,7 @@ func applyDefaults(c *Config, md *toml.MetaData) {
 		}
 	}
 	applyTLSDefaults(c, md)
+	applyClusterDefaults(c, md)
 }
 
 // withoutMiddlewares drops the keys of middlewares whose type could not be

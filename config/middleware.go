@@ -250,8 +250,13 @@ type RateLimit struct {
 	Burst   int    `toml:"burst"`
 	Key     string `toml:"key"`
 	MaxKeys int    `toml:"max_keys"`
+	// Scope "global" shares the limit between instances through
+	// [cluster]; OnRedisError says what decides when Redis cannot.
+	Scope        string `toml:"scope"`
+	OnRedisError string `toml:"on_redis_error"`
 
-	Limit LimitKey `toml:"-"` // Key parsed
+	Limit      LimitKey `toml:"-"` // Key parsed
+	onErrorSet bool
 }
 
 // Rate-limit defaults.
@@ -263,6 +268,13 @@ const (
 func (o *RateLimit) defaults(defined func(string) bool) {
 	if o.Key == "" {
 		o.Key = DefaultRateLimitKey
+	}
+	if o.Scope == "" {
+		o.Scope = ScopeLocal
+	}
+	o.onErrorSet = defined("on_redis_error")
+	if !o.onErrorSet {
+		o.OnRedisError = OnErrorLocal
 	}
 	if !defined("max_keys") {
 		o.MaxKeys = DefaultMaxKeys
@@ -287,6 +299,7 @@ func (o *RateLimit) validate(v *validator, key string) {
 		v.add(key+".max_keys", "must be at least 1, got %d", o.MaxKeys)
 	}
 	o.Limit = v.limitKey(key+".key", o.Key)
+	o.validScope(v, key)
 }
 
 // Rate is a request rate: a number of requests per second, or a string

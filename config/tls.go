@@ -40,12 +40,15 @@ type Certificate struct {
 
 // ACME is [tls.acme]: certificates obtained and renewed automatically.
 type ACME struct {
-	Enabled   bool     `toml:"enabled"`
-	Email     string   `toml:"email"`
-	Directory string   `toml:"directory"`
-	CARoot    string   `toml:"ca_root"`
-	CacheDir  string   `toml:"cache_dir"`
-	Hosts     []string `toml:"hosts"` // default: every route host that is not a wildcard
+	Enabled   bool   `toml:"enabled"`
+	Email     string `toml:"email"`
+	Directory string `toml:"directory"`
+	CARoot    string `toml:"ca_root"`
+	// Storage is where the account key and certificates are kept: "dir"
+	// (CacheDir) or "redis" ([cluster], shared by every instance).
+	Storage  string   `toml:"storage"`
+	CacheDir string   `toml:"cache_dir"`
+	Hosts    []string `toml:"hosts"` // default: every route host that is not a wildcard
 
 	// Filled in by validation: ca_root's certificates added to the system
 	// roots, or nil when ca_root is unset.
@@ -104,6 +107,9 @@ func applyTLSDefaults(c *Config, md *toml.MetaData) {
 	}
 	if a.CacheDir == "" {
 		a.CacheDir = DefaultACMECacheDir
+	}
+	if a.Storage == "" {
+		a.Storage = StorageDir
 	}
 	if !md.IsDefined("tls", "acme", "hosts") {
 		seen := map[string]bool{}
@@ -227,8 +233,17 @@ func (v *validator) acme(a *ACME) {
 			v.add(key, "%q is not a DNS name with a domain, such as \"app.example.com\"", h)
 		}
 	}
-	if err := writableDir(a.CacheDir); err != nil {
-		v.add("tls.acme.cache_dir", "%q is not a writable directory: %v", a.CacheDir, err)
+	switch a.Storage {
+	case StorageDir:
+		if err := writableDir(a.CacheDir); err != nil {
+			v.add("tls.acme.cache_dir", "%q is not a writable directory: %v", a.CacheDir, err)
+		}
+	case StorageRedis:
+		if _, written := v.keys.lines["tls.acme.cache_dir"]; written {
+			v.add("tls.acme.cache_dir", "applies to storage = %q only; with %q certificates are kept in [cluster]'s Redis", StorageDir, StorageRedis)
+		}
+	default:
+		v.add("tls.acme.storage", "unknown storage %q: want %q or %q", a.Storage, StorageDir, StorageRedis)
 	}
 }
 

@@ -57,6 +57,8 @@ func (v *validator) config(c *Config) {
 	v.tls(&c.TLS, &c.Server, httpsOK)
 	v.log(&c.Log)
 	v.middlewares(c)
+	v.cluster(&c.Cluster)
+	v.clusterUsers(c)
 
 	names := make([]string, 0, len(c.Pools))
 	for name := range c.Pools {

@@ -38,6 +38,8 @@ type Metrics struct {
 	ttfb        *prometheus.HistogramVec // pool, backend
 	retries     *prometheus.CounterVec   // pool
 	rejections  *prometheus.CounterVec   // middleware, reason
+	redisErrors *prometheus.CounterVec   // operation
+	fallbacks   *prometheus.CounterVec   // middleware
 	connsOpen   *prometheus.GaugeVec     // listener, protocol
 	connsTotal  *prometheus.CounterVec   // listener, protocol
 	handshakes  *prometheus.CounterVec   // result
@@ -113,6 +115,14 @@ func New(version string) *Metrics {
 		rejections: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "portico_rejections_total", Help: "Requests refused by a middleware, by middleware and reason.",
 		}, []string{"middleware", "reason"}),
+		redisErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "portico_redis_errors_total",
+			Help: "Calls to the shared Redis ([cluster]) that failed or timed out, by operation (rate_limit, storage, lock).",
+		}, []string{"operation"}),
+		fallbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "portico_rate_limit_fallbacks_total",
+			Help: "Decisions of global rate limits made without Redis (by on_redis_error), by middleware.",
+		}, []string{"middleware"}),
 		connsOpen: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "portico_connections_open", Help: "Client connections open, by listener and protocol.",
 		}, []string{"listener", "protocol"}),
@@ -157,7 +167,7 @@ func New(version string) *Metrics {
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.requests, m.duration, m.bytesOut, m.backendReqs, m.ttfb, m.retries, m.rejections,
+		m.requests, m.duration, m.bytesOut, m.backendReqs, m.ttfb, m.retries, m.rejections, m.redisErrors, m.fallbacks,
 		m.connsOpen, m.connsTotal, m.handshakes, m.reloads, m.reloadOK, m.reloadAt,
 		buildInfo, dropped, stateCollector{m},
 	)
@@ -192,6 +202,36 @@ func (m *Metrics) WatchAccessLogDrops(f func() uint64) { m.dropped.Store(&f) }
 // built.
 func (m *Metrics) Rejections(middleware, reason string) prometheus.Counter {
 	return m.rejections.WithLabelValues(middleware, reason)
+}
+
+// RedisErrors returns the counter of failed calls to the shared Redis for
+// one operation (rate_limit, storage, lock); package cluster resolves it
+// when its client is made.
+func (m *Metrics) RedisErrors(operation string) prometheus.Counter {
+	return m.redisErrors.WithLabelValues(operation)
+}
+
+// RateLimitFallbacks returns the counter of a global rate limit's
+// decisions made without Redis; resolved when the middleware is built.
+func (m *Metrics) RateLimitFallbacks(middleware string) prometheus.Counter {
+	return m.fallbacks.WithLabelValues(middleware)
+}
+
+// WatchRedis exports portico_redis_up, read from up at scrape time. It is
+// called once, when there is a [cluster]; without one the gauge is absent.
+func (m *Metrics) WatchRedis(up func() bool) {
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "portico_redis_up",
+		Help: "1 while global rate limits are decided in the shared Redis, 0 while its circuit breaker is open.",
+	}, func() float64 {
+		if up() {
+			return 1
+		}
+		return 0
+	}))
+	for _, op := range []string{"rate_limit", "storage", "lock"} {
+		m.redisErrors.WithLabelValues(op) // zero from the start, for rate()
+	}
 }
 
 // Reload is the outcome of the last configuration reload.

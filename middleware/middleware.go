@@ -54,6 +54,19 @@ type Env struct {
 	Log        *slog.Logger
 	Rejections Rejections       // nil: refusals are not counted
 	Now        func() time.Time // nil: time.Now; tests inject a clock
+	// Global makes the deciders of rate limits with scope = "global"
+	// (package cluster); nil when there is no [cluster].
+	Global Global
+}
+
+// Global makes rate-limit deciders whose state several instances share.
+// It is made once per process, not per snapshot: the deciders it returns
+// are cheap views of its one connection pool.
+type Global interface {
+	// RateLimiter returns the decider of the named rate_limit. local is
+	// the middleware's own table, kept across snapshots, which decides
+	// when the shared store cannot if the options say so.
+	RateLimiter(name string, o *config.RateLimit, local Decider) Decider
 }
 
 func (e *Env) counter(name, reason string) Counter {

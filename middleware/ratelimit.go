@@ -1,6 +1,7 @@
 package middleware
 
 import (
+	"errors"
 	"math"
 	"net/http"
 	"strconv"
@@ -33,10 +34,19 @@ func newRateLimit(name string, o *config.RateLimit, env Env, prior any) (Middlew
 	if g == nil {
 		g = newGCRA(o.Rate.PerSecond, o.Burst, o.MaxKeys, o.Limit.Kind == config.KeyClientIP, env.now())
 	}
+	var decider Decider = g
+	if o.Scope == config.ScopeGlobal {
+		if env.Global == nil {
+			return nil, nil, errors.New(`scope "global" needs [cluster]`)
+		}
+		// The local table stays the state carried across snapshots: it is
+		// what decides when Redis cannot, and the shared state is in Redis.
+		decider = env.Global.RateLimiter(name, o, g)
+	}
 	window := int64(math.Ceil(float64(o.Burst) / o.Rate.PerSecond))
 	rl := &rateLimit{
 		name:     name,
-		decider:  g,
+		decider:  decider,
 		key:      o.Limit,
 		policy:   []string{`"` + name + `";q=` + strconv.Itoa(o.Burst) + ";w=" + strconv.FormatInt(window, 10)},
 		now:      env.Now,

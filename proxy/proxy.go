@@ -59,6 +59,7 @@ type options struct {
 	prev       *Snapshot
 	rejections middleware.Rejections
 	access     AccessLogger
+	global     middleware.Global
 }
 
 // WithMetrics records every request and backend attempt in m. Without it
@@ -81,6 +82,10 @@ func WithRejections(r middleware.Rejections) Option {
 	return func(o *options) { o.rejections = r }
 }
 
+// WithGlobal decides rate limits with scope = "global" through g (package
+// cluster), made once per process and shared by every snapshot.
+func WithGlobal(g middleware.Global) Option { return func(o *options) { o.global = g } }
+
 // WithAccessLog writes a line per request to l, routed or not.
 func WithAccessLog(l AccessLogger) Option { return func(o *options) { o.access = l } }
 
@@ -102,7 +107,7 @@ func NewSnapshot(cfg *config.Config, log *slog.Logger, opts ...Option) (*Snapsho
 	if o.prev != nil {
 		prevSet = o.prev.middlewares
 	}
-	mws, err := middleware.Build(cfg.Middlewares, prevSet, middleware.Env{Log: log, Rejections: o.rejections})
+	mws, err := middleware.Build(cfg.Middlewares, prevSet, middleware.Env{Log: log, Rejections: o.rejections, Global: o.global})
 	if err != nil {
 		return nil, err
 	}

@@ -54,6 +54,12 @@ type Manager struct {
 
 	config *tls.Config // what Current.TLSConfig hands each handshake
 
+	// The store of tls.acme.storage = "redis" (WithSharedStore), and per
+	// ACME host whether its certificate is loaded: in a cluster,
+	// handshakes wait for that rather than start an order of their own.
+	store SharedStore
+	ready map[string]*readiness
+
 	inUse sync.Map // key string -> CertInfo
 
 	// Retry schedule for certificates that could not be obtained. autocert
@@ -74,36 +80,45 @@ type acmeClient struct {
 	mgr       *autocert.Manager
 	challenge http.Handler // autocert's HTTP-01 responder
 	settings  config.ACME  // what it was built from, but the hosts
+	shared    *sharedCache // its cache with storage = "redis"; nil with "dir"
 	// The names autocert may order for, answer challenges for: those of
 	// the Manager started last.
 	allowed atomic.Pointer[map[string]bool]
 }
 
 // New builds the manager from a validated [tls] table. When ACME is on,
-// it creates the cache directory (0700) but orders nothing until Start.
-func New(tc *config.TLS, log *slog.Logger) (*Manager, error) {
-	return build(tc, nil, log)
+// it creates the cache directory (0700), or with storage = "redis" uses
+// the store WithSharedStore gives, but orders nothing until Start.
+func New(tc *config.TLS, log *slog.Logger, opts ...Option) (*Manager, error) {
+	return build(tc, nil, log, opts)
 }
 
 // Next builds the manager that replaces m on a reload, from a validated
 // [tls] table: its static certificates, loaded anew from their files by
 // validation, and its ACME hosts. When the ACME account settings (email,
-// directory, CA root, cache) are unchanged, the ACME client carries over
-// with the certificates it holds, so hosts that stay are served at once;
-// new hosts are ordered at Start, and removed hosts are no longer served
-// (autocert may still renew one it holds; it never serves it). m serves
-// on, unchanged, until the new manager is stored in Current.
+// directory, CA root, storage, cache) are unchanged, the ACME client
+// carries over with the certificates it holds, so hosts that stay are
+// served at once; new hosts are ordered at Start, and removed hosts are no
+// longer served (autocert may still renew one it holds; it never serves
+// it). m serves on, unchanged, until the new manager is stored in Current.
+// The shared store given to New stays.
 func (m *Manager) Next(tc *config.TLS) (*Manager, error) {
-	return build(tc, m, m.log)
+	return build(tc, m, m.log, nil)
 }
 
-func build(tc *config.TLS, prev *Manager, log *slog.Logger) (*Manager, error) {
+func build(tc *config.TLS, prev *Manager, log *slog.Logger, opts []Option) (*Manager, error) {
 	m := &Manager{
 		log:      log,
 		exact:    map[string][]*tls.Certificate{},
 		wildcard: map[string][]*tls.Certificate{},
 		retryMin: DefaultRetryMin,
 		retryMax: DefaultRetryMax,
+	}
+	if prev != nil {
+		m.store = prev.store
+	}
+	for _, o := range opts {
+		o(m)
 	}
 	for i, c := range tc.Certificates {
 		if c.Loaded == nil || c.Loaded.Leaf == nil {
@@ -133,6 +148,11 @@ func build(tc *config.TLS, prev *Manager, log *slog.Logger) (*Manager, error) {
 				if v, ok := prev.inUse.Load("acme " + host); ok {
 					m.inUse.Store("acme "+host, v)
 				}
+				// A host kept is as ready as it was: handshakes need not
+				// wait for the new manager's Start.
+				if r, ok := prev.ready[host]; ok {
+					m.ready[host] = r
+				}
 			}
 		}
 	}
@@ -148,7 +168,7 @@ func (m *Manager) inUseAs(key string, info CertInfo) bool {
 // sameAccount reports whether two [tls.acme] tables use the same CA
 // account and certificate store, whatever their hosts.
 func sameAccount(a, b *config.ACME) bool {
-	return a.Email == b.Email && a.Directory == b.Directory && a.CacheDir == b.CacheDir &&
+	return a.Email == b.Email && a.Directory == b.Directory && a.Storage == b.Storage && a.CacheDir == b.CacheDir &&
 		a.CARoot == b.CARoot && a.RootCAs.Equal(b.RootCAs)
 }
 
@@ -169,29 +189,47 @@ func (m *Manager) setupACME(ac *config.ACME, keep *acmeClient) error {
 		return errors.New("tls.acme: no hosts")
 	}
 	m.hosts = make(map[string]bool, len(ac.Hosts))
+	m.ready = make(map[string]*readiness, len(ac.Hosts))
 	for _, h := range ac.Hosts {
-		m.hosts[strings.TrimSuffix(strings.ToLower(h), ".")] = true
+		h = strings.TrimSuffix(strings.ToLower(h), ".")
+		m.hosts[h] = true
+		m.ready[h] = &readiness{ch: make(chan struct{})}
 	}
 	if keep != nil {
 		m.acme = keep
 		return nil
 	}
-	if err := os.MkdirAll(ac.CacheDir, 0o700); err != nil {
-		return fmt.Errorf("tls.acme.cache_dir: %w", err)
+	a := &acmeClient{settings: *ac}
+	var cache autocert.Cache
+	switch {
+	case ac.Storage == config.StorageRedis && m.store == nil:
+		return errors.New(`tls.acme.storage = "redis" needs [cluster]`)
+	case ac.Storage == config.StorageRedis:
+		a.shared = &sharedCache{store: m.store, poll: sharedPoll, active: map[string]func(){}}
+		cache = a.shared
+	default:
+		if err := os.MkdirAll(ac.CacheDir, 0o700); err != nil {
+			return fmt.Errorf("tls.acme.cache_dir: %w", err)
+		}
+		cache = autocert.DirCache(ac.CacheDir)
 	}
 	client := &acme.Client{DirectoryURL: ac.Directory, UserAgent: "portico"}
-	if ac.RootCAs != nil {
-		client.HTTPClient = &http.Client{
-			Timeout:   time.Minute,
-			Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ac.RootCAs, MinVersion: tls.VersionTLS12}},
+	if ac.RootCAs != nil || a.shared != nil {
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		if ac.RootCAs != nil {
+			tr.TLSClientConfig = &tls.Config{RootCAs: ac.RootCAs, MinVersion: tls.VersionTLS12}
 		}
+		var rt http.RoundTripper = tr
+		if a.shared != nil {
+			rt = lockedOnly{next: tr, held: &a.shared.held}
+		}
+		client.HTTPClient = &http.Client{Timeout: time.Minute, Transport: rt}
 	}
-	a := &acmeClient{settings: *ac}
 	a.settings.Hosts = nil
 	a.allowed.Store(&m.hosts)
 	a.mgr = &autocert.Manager{
 		Prompt: autocert.AcceptTOS,
-		Cache:  autocert.DirCache(ac.CacheDir),
+		Cache:  cache,
 		// GetCertificate only asks autocert about listed hosts; the policy
 		// also guards the HTTP-01 responder and anything added later.
 		HostPolicy: func(_ context.Context, host string) error {
@@ -239,6 +277,15 @@ func (m *Manager) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, 
 		}
 	}
 	if acmeHost {
+		if m.acme.shared != nil && !challenge {
+			// In a cluster only obtain orders: wait for it, as autocert
+			// makes a handshake wait for its own order.
+			select {
+			case <-m.ready[name].ch:
+			case <-hello.Context().Done():
+				return nil, hello.Context().Err()
+			}
+		}
 		c, err := m.acme.mgr.GetCertificate(hello)
 		if err != nil {
 			m.log.Warn("no ACME certificate for handshake", "host", name, "err", err)
@@ -362,9 +409,10 @@ func (m *Manager) obtain(ctx context.Context, host string) {
 	}
 	delay := m.retryMin
 	for {
-		c, err := m.acme.mgr.GetCertificate(hello)
+		c, err := m.getCertificate(ctx, hello)
 		if err == nil {
 			m.noteACME(host, c.Leaf)
+			m.ready[host].set()
 			return
 		}
 		wait := delay + rand.N(delay/4+1) // jitter, so hosts do not retry in step
@@ -376,6 +424,37 @@ func (m *Manager) obtain(ctx context.Context, host string) {
 		}
 		delay = min(2*delay, m.retryMax)
 	}
+}
+
+// getCertificate has autocert load or order host's certificate. In a
+// cluster it first makes sure that the store holds a certificate, or that
+// this instance holds the host's lock, so that autocert never waits on
+// another instance while it holds its own mutex: a certificate that has
+// not expired is loaded as it is (autocert's renewal timer renews it under
+// the lock if it is due); otherwise this instance orders under the lock or
+// loads what the holder stored.
+func (m *Manager) getCertificate(ctx context.Context, hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	c := m.acme.shared
+	if c == nil {
+		return m.acme.mgr.GetCertificate(hello)
+	}
+	host := hello.ServerName
+	var release func()
+	data, err := c.store.Get(ctx, host)
+	if err != nil && !errors.Is(err, autocert.ErrCacheMiss) {
+		return nil, err
+	}
+	if !usable(data) {
+		if _, release, err = c.acquire(ctx, host); err != nil {
+			return nil, err
+		}
+		if release != nil {
+			m.log.Info("ordering the certificate for the cluster", "host", host)
+		}
+	}
+	c.begin(host, release)
+	defer c.end(host)
+	return m.acme.mgr.GetCertificate(hello)
 }
 
 // Current is the Manager in service, for the listeners: the tls.Config and

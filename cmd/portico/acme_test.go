@@ -1,10 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log"
@@ -40,9 +43,22 @@ type pebble struct {
 	roots     *x509.CertPool // the root Pebble issues under
 	store     *db.MemoryStore
 	orders    atomic.Int64 // new-order requests seen
+
+	mu      sync.Mutex
+	byName  map[string]int // new-order requests that reached Pebble, by name
+	onOrder func(r *http.Request, name string) bool
 }
 
 func startPebble(t *testing.T, httpPort, tlsPort int) *pebble {
+	t.Helper()
+	return startPebbleWith(t, httpPort, tlsPort, 0, nil)
+}
+
+// startPebbleWith issues certificates valid for validity (0: Pebble's
+// default, 90 days). onOrder, if not nil, sees each new-order request
+// first, with the name it asks for; it may block, and a false answer
+// keeps the request from Pebble.
+func startPebbleWith(t *testing.T, httpPort, tlsPort int, validity time.Duration, onOrder func(r *http.Request, name string) bool) *pebble {
 	t.Helper()
 	t.Setenv("PEBBLE_VA_NOSLEEP", "1")      // validate at once, not after a random sleep
 	t.Setenv("PEBBLE_WFE_NONCEREJECT", "0") // no deliberately rejected nonces
@@ -55,14 +71,19 @@ func startPebble(t *testing.T, httpPort, tlsPort int) *pebble {
 	})
 	logger := log.New(logs, "pebble ", log.Lmicroseconds)
 
-	p := &pebble{store: db.NewMemoryStore()}
-	authority := ca.New(logger, p.store, "", "ecdsa", 0, 1, map[string]ca.Profile{"default": {Description: "default"}})
+	p := &pebble{store: db.NewMemoryStore(), byName: map[string]int{}, onOrder: onOrder}
+	profile := ca.Profile{Description: "default", ValidityPeriod: uint64(validity / time.Second)}
+	authority := ca.New(logger, p.store, "", "ecdsa", 0, 1, map[string]ca.Profile{"default": profile})
 	validator := va.New(logger, httpPort, tlsPort, false, startDNS(t), p.store)
 	front := wfe.New(logger, p.store, validator, authority, []string{"pebble.letsencrypt.org"}, false, false, 0, 0)
 	handler := front.Handler()
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodPost && r.URL.Path == "/order-plz" {
-			p.orders.Add(1)
+			var ok bool
+			if r, ok = p.newOrder(r); !ok {
+				http.Error(w, "held back by the test", http.StatusServiceUnavailable)
+				return
+			}
 		}
 		handler.ServeHTTP(w, r)
 	}))
@@ -79,6 +100,37 @@ func startPebble(t *testing.T, httpPort, tlsPort int) *pebble {
 	p.roots = x509.NewCertPool()
 	p.roots.AddCert(authority.GetRootCert(0).Cert)
 	return p
+}
+
+// newOrder counts a new-order request by the name it asks for, and lets
+// onOrder hold it back; it returns the request with its body restored.
+func (p *pebble) newOrder(r *http.Request) (*http.Request, bool) {
+	p.orders.Add(1)
+	body, _ := io.ReadAll(r.Body)
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	var jws struct{ Payload string }
+	var order struct{ Identifiers []struct{ Value string } }
+	_ = json.Unmarshal(body, &jws)
+	payload, _ := base64.RawURLEncoding.DecodeString(jws.Payload)
+	_ = json.Unmarshal(payload, &order)
+	name := ""
+	if len(order.Identifiers) > 0 {
+		name = order.Identifiers[0].Value
+	}
+	if p.onOrder != nil && !p.onOrder(r, name) {
+		return r, false
+	}
+	p.mu.Lock()
+	p.byName[name]++
+	p.mu.Unlock()
+	return r, true
+}
+
+// ordersFor is how many new orders for name reached Pebble.
+func (p *pebble) ordersFor(name string) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.byName[name]
 }
 
 // challengeType returns the type of the challenge that validated the order

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/portico/portico/admin"
+	"github.com/portico/portico/cluster"
 	"github.com/portico/portico/config"
 	"github.com/portico/portico/health"
 	"github.com/portico/portico/metrics"
@@ -52,6 +53,9 @@ type instance struct {
 
 	gensMu sync.Mutex
 	gens   map[*proxy.Generation]string // server generations alive, by listener name
+
+	shared     *cluster.Client // [cluster]'s Redis, made once; nil without
+	sharedFrom config.Cluster  // the settings it was made from
 }
 
 // start puts cfg in force: it binds every listener and starts serving.
@@ -64,6 +68,9 @@ func start(cfg *config.Config, path string, log *slog.Logger, level *slog.LevelV
 	if _, err := in.apply(cfg); err != nil {
 		in.cancel()
 		in.bg.Wait()
+		if in.shared != nil {
+			_ = in.shared.Close()
+		}
 		return nil, err
 	}
 	in.ready.Set(true)
@@ -73,6 +80,9 @@ func start(cfg *config.Config, path string, log *slog.Logger, level *slog.LevelV
 // apply puts cfg in force and returns what changed.
 func (in *instance) apply(cfg *config.Config) ([]config.Change, error) {
 	in.startMetrics(cfg)
+	if err := in.startCluster(cfg); err != nil {
+		return nil, err
+	}
 	var prevSnap *proxy.Snapshot
 	if in.handler != nil {
 		prevSnap = in.handler.Snapshot()
@@ -100,7 +110,11 @@ func (in *instance) apply(cfg *config.Config) ([]config.Change, error) {
 		if cur := in.certs.Load(); cur != nil {
 			certs, err = cur.Next(&cfg.TLS)
 		} else {
-			certs, err = tlsmgr.New(&cfg.TLS, in.log)
+			var opts []tlsmgr.Option
+			if in.shared != nil {
+				opts = append(opts, tlsmgr.WithSharedStore(in.shared.Store()))
+			}
+			certs, err = tlsmgr.New(&cfg.TLS, in.log, opts...)
 		}
 		if err != nil {
 			return refuse(err)
@@ -302,6 +316,9 @@ func (in *instance) shutdown(force <-chan struct{}) error {
 	in.checks.Stop()
 	in.bg.Wait()
 	in.handler.Snapshot().Close()
+	if in.shared != nil {
+		_ = in.shared.Close() // after the snapshot: nothing decides with it any more
+	}
 	if a := in.access.Load(); a != nil {
 		_ = a.Close() // after the listeners: the last requests are logged
 	}

@@ -86,5 +86,8 @@ func (in *instance) snapshotOptions(prev *proxy.Snapshot, access *accessLog) []p
 	if access != nil {
 		opts = append(opts, proxy.WithAccessLog(access))
 	}
+	if in.shared != nil {
+		opts = append(opts, proxy.WithGlobal(in.shared))
+	}
 	return opts
 }
