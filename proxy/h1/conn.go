@@ -38,6 +38,7 @@ type Conn struct {
 
 	idleSince time.Time
 	reused    bool
+	answered  bool // the exchange received a response head
 	// clean: the exchange so far left the connection at a message
 	// boundary in both directions. Anything else (an error, a body not
 	// read to its end, bytes the backend sent unasked) drops it.
@@ -158,15 +159,15 @@ func (c *Conn) WaitResponse() error {
 // whose response has no body whatever its fields say. A 1xx head (other
 // than 101) has no body; call ReadHead again for the next one.
 func (c *Conn) ReadHead(isHEAD bool) (*Head, error) {
-	first := c.r == c.w
 	end, err := c.headEnd()
 	if err != nil {
 		c.clean = false
-		if first && c.reused && c.r == c.w && isClosed(err) {
+		if c.reused && !c.answered && c.r == c.w && isClosed(err) {
 			return nil, ErrNoResponse
 		}
 		return nil, err
 	}
+	c.answered = true
 	s := string(c.buf[c.r : c.r+end])
 	c.r += end
 	if err := parseHead(s, &c.head, c.fields); err != nil {
@@ -291,7 +292,7 @@ func (c *Conn) crlf() error {
 }
 
 // startExchange prepares a connection taken from the pool or just dialled.
-func (c *Conn) startExchange() { c.clean = true }
+func (c *Conn) startExchange() { c.clean, c.answered = true, false }
 
 // dialConn is Pool.dial's product: a new connection, not yet used.
 func dialConn(ctx context.Context, p *Pool) (*Conn, error) {

@@ -158,6 +158,19 @@ func TestReusedConnectionClosedBeforeResponse(t *testing.T) {
 	if _, err := c.ReadHead(false); err != ErrNoResponse {
 		t.Errorf("got %v, want ErrNoResponse", err)
 	}
+
+	// Once an interim response came, a close is no longer "no response":
+	// the request reached the backend.
+	c, srv = get(t, p, accepted)
+	c.reused = true // as if taken from the pool
+	_, _ = srv.Write([]byte("HTTP/1.1 100 Continue\r\n\r\n"))
+	_ = srv.Close()
+	if h, err := c.ReadHead(false); err != nil || h.Status != 100 {
+		t.Fatalf("got %v, %v; want the 100", h, err)
+	}
+	if _, err := c.ReadHead(false); err == nil || err == ErrNoResponse {
+		t.Errorf("close after a 100: got %v, want an error other than ErrNoResponse", err)
+	}
 }
 
 func isTimeout(err error) bool {
