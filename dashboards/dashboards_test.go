@@ -43,7 +43,7 @@ func TestAlertRulesCoverTheSituations(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, name := range []string{"PorticoBackendDown", "PorticoPoolDown", "PorticoHighErrorRatio", "PorticoHighLatency",
-		"PorticoCertificateExpiringSoon", "PorticoReloadFailed", "PorticoAccessLogDropping"} {
+		"PorticoCertificateExpiringSoon", "PorticoReloadFailed", "PorticoAccessLogDropping", "PorticoRedisDown"} {
 		if !strings.Contains(string(data), "alert: "+name+"\n") {
 			t.Errorf("alerts.yml has no %s", name)
 		}

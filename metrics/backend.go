@@ -27,6 +27,7 @@ func (m *Metrics) Pool(name string, backends []string) *Pool {
 	if m == nil {
 		return nil
 	}
+	m.sawPool(name, backends)
 	p := &Pool{retries: m.retries.WithLabelValues(name), backends: make([]*Backend, len(backends))}
 	for i, host := range backends {
 		b := &Backend{ttfb: m.ttfb.WithLabelValues(name, host)}

@@ -54,9 +54,11 @@ type Metrics struct {
 
 	lastReload atomic.Pointer[Reload]
 
-	mu     sync.Mutex
-	routes map[string]*Route // by name, so that a reload keeps a route's series and history
-	all    *window           // every request, routed or not, for the dashboard's overview
+	mu        sync.Mutex
+	routes    map[string]*Route          // by name, so that a reload keeps a route's series and history
+	all       *window                    // every request, routed or not, for the dashboard's overview
+	seenPools map[string]map[string]bool // pool → backends with series, for Retain
+	seenMWs   map[string]bool            // middlewares with series, for Retain
 }
 
 // Unrouted is the route label of requests that matched no route. Route
@@ -92,9 +94,11 @@ func histogramOpts(name, help string) prometheus.HistogramOpts {
 // portico_build_info.
 func New(version string) *Metrics {
 	m := &Metrics{
-		reg:    prometheus.NewRegistry(),
-		routes: map[string]*Route{},
-		all:    newWindow(),
+		reg:       prometheus.NewRegistry(),
+		routes:    map[string]*Route{},
+		all:       newWindow(),
+		seenPools: map[string]map[string]bool{},
+		seenMWs:   map[string]bool{},
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "portico_requests_total", Help: "Requests answered, by route, method and status class.",
 		}, []string{"route", "method", "status_class"}),
@@ -201,6 +205,7 @@ func (m *Metrics) WatchAccessLogDrops(f func() uint64) { m.dropped.Store(&f) }
 // over_concurrency, auth_unavailable). Middlewares resolve it when they are
 // built.
 func (m *Metrics) Rejections(middleware, reason string) prometheus.Counter {
+	m.sawMiddleware(middleware)
 	return m.rejections.WithLabelValues(middleware, reason)
 }
 
@@ -214,6 +219,7 @@ func (m *Metrics) RedisErrors(operation string) prometheus.Counter {
 // RateLimitFallbacks returns the counter of a global rate limit's
 // decisions made without Redis; resolved when the middleware is built.
 func (m *Metrics) RateLimitFallbacks(middleware string) prometheus.Counter {
+	m.sawMiddleware(middleware)
 	return m.fallbacks.WithLabelValues(middleware)
 }
 

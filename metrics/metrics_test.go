@@ -319,3 +319,42 @@ func BenchmarkRecord(b *testing.B) {
 }
 
 var _ prometheus.Collector = stateCollector{}
+
+// A reload that removes routes, pools, backends and middlewares drops their
+// series; what stays keeps its counts.
+func TestRetainDropsRemovedSeries(t *testing.T) {
+	m := New("test")
+	for _, route := range []string{"kept", "gone"} {
+		m.Route(route).Observe("GET", 200, time.Millisecond, 10)
+	}
+	m.Pool("app", []string{"a:80", "b:80"}).Attempt(1, 200, time.Millisecond)
+	m.Pool("old", []string{"c:80"}).Retry()
+	m.Rejections("limit", "rate_limited").Inc()
+	m.Rejections("auth", "unauthorized").Inc()
+
+	m.Retain(Kept{Routes: []string{"kept"}, Pools: map[string][]string{"app": {"a:80"}}, Middlewares: []string{"auth"}})
+	for _, c := range []struct {
+		family string
+		labels []string
+		want   float64
+	}{
+		{"portico_requests_total", []string{"route", "kept"}, 1},
+		{"portico_requests_total", []string{"route", "gone"}, -1},
+		{"portico_request_duration_seconds", []string{"route", "gone"}, -1},
+		{"portico_response_bytes_total", []string{"route", "gone"}, -1},
+		{"portico_backend_requests_total", []string{"pool", "app", "backend", "a:80"}, 0},
+		{"portico_backend_requests_total", []string{"pool", "app", "backend", "b:80"}, -1},
+		{"portico_backend_ttfb_seconds", []string{"pool", "app", "backend", "b:80"}, -1},
+		{"portico_retries_total", []string{"pool", "old"}, -1},
+		{"portico_backend_requests_total", []string{"pool", "old"}, -1},
+		{"portico_rejections_total", []string{"middleware", "auth"}, 1},
+		{"portico_rejections_total", []string{"middleware", "limit"}, -1},
+	} {
+		if got := value(t, m, c.family, c.labels...); got != c.want {
+			t.Errorf("%s%v = %v, want %v (-1: no series)", c.family, c.labels, got, c.want)
+		}
+	}
+	if h := m.History("gone"); len(h) != 0 {
+		t.Errorf("history of a removed route: %d points, want none", len(h))
+	}
+}

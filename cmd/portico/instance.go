@@ -143,6 +143,7 @@ func (in *instance) apply(cfg *config.Config) ([]config.Change, error) {
 		in.bg.Go(func() { snap.Drain(in.ctx, cfg.Server.DrainTimeout.Duration) })
 	}
 	prev := in.running.Swap(cfg)
+	in.retainMetrics(cfg)
 	in.swapAccessLog(access, cfg.Server.DrainTimeout.Duration)
 	in.certs.Store(certs)
 	in.servePlan(cfg, plan)

@@ -91,3 +91,24 @@ func (in *instance) snapshotOptions(prev *proxy.Snapshot, access *accessLog) []p
 	}
 	return opts
 }
+
+// retainMetrics drops the series of what cfg no longer has (routes, pools,
+// backends, middlewares), once it is in force.
+func (in *instance) retainMetrics(cfg *config.Config) {
+	if in.metrics == nil {
+		return
+	}
+	k := metrics.Kept{Pools: make(map[string][]string, len(cfg.Pools))}
+	for _, r := range cfg.Routes {
+		k.Routes = append(k.Routes, r.Name)
+	}
+	for name, p := range cfg.Pools {
+		for _, b := range p.Backends {
+			k.Pools[name] = append(k.Pools[name], b.Parsed.Host)
+		}
+	}
+	for name := range cfg.Middlewares {
+		k.Middlewares = append(k.Middlewares, name)
+	}
+	in.metrics.Retain(k)
+}

@@ -101,7 +101,7 @@ func TestRefusedReloadsChangeNothing(t *testing.T) {
 
 // A hundred reloads, each rebuilding pools, health checks and the plain
 // listener's server, with traffic in between, leave no goroutine, backend
-// connection or file descriptor behind.
+// connection, file descriptor or metric series behind.
 func TestHundredReloadsLeakNothing(t *testing.T) {
 	if testing.Short() {
 		t.Skip("100 reloads")
@@ -151,6 +151,9 @@ func TestHundredReloadsLeakNothing(t *testing.T) {
 	waitUntil(t, "file descriptors back", func() bool { return openFDs(t) <= fds })
 	t.Logf("after 100 reloads: %d goroutines (%d before), %d file descriptors (%d before); backend b saw %d connections, all closed",
 		runtime.NumGoroutine(), goroutines, openFDs(t), fds, cc.Opened.Load())
+	if n := sample(scrape(t, r.in.addrs().admin), "portico_backend_requests_total", "backend", b.addr); n != -1 {
+		t.Errorf("removed backend b still has portico_backend_requests_total series (sum %v)", n)
+	}
 }
 
 func openFDs(t *testing.T) int {
