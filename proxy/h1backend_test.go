@@ -327,3 +327,28 @@ func TestConcurrentLoad(t *testing.T) {
 	wg.Wait()
 	waitNoInFlight(t, p.Snap)
 }
+
+// A chunked request's trailers reach an HTTP/1.1 backend, as its body does.
+func TestRequestTrailersReachBackend(t *testing.T) {
+	got := make(chan http.Header, 1)
+	b := startBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		got <- r.Trailer
+		_, _ = w.Write(body)
+	})
+	p := startPool(t, "", b.URL)
+	conn, br := dialRaw(t, p.Addr)
+	writeRaw(t, conn, "POST /up HTTP/1.1\r\nHost: t.test\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\n\r\n"+
+		"5\r\nhello\r\n0\r\nX-Sum: 42\r\n\r\n")
+	res, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	if res.StatusCode != http.StatusOK || string(body) != "hello" {
+		t.Fatalf("got %d %q", res.StatusCode, body)
+	}
+	if tr := <-got; tr.Get("X-Sum") != "42" {
+		t.Errorf("backend received trailers %v, want X-Sum: 42", tr)
+	}
+}
