@@ -352,3 +352,26 @@ func TestRequestTrailersReachBackend(t *testing.T) {
 		t.Errorf("backend received trailers %v, want X-Sum: 42", tr)
 	}
 }
+
+// A request head and a small body leave in one write: the backend's first
+// read has both (one write on loopback arrives as one segment).
+func TestSmallRequestSentInOneWrite(t *testing.T) {
+	first := make(chan string, 1)
+	rb := startRawBackend(t, func(c net.Conn, br *bufio.Reader) {
+		buf := make([]byte, 64<<10)
+		n, err := c.Read(buf)
+		if err != nil {
+			return
+		}
+		first <- string(buf[:n])
+		_, _ = io.WriteString(c, okResponse)
+	})
+	p := startPool(t, "", rb.URL)
+	res, body := do(t, newClient(t), newRequest(t, http.MethodPost, p.URL+"/form", strings.NewReader("name=value&x=1")))
+	if res.StatusCode != http.StatusOK || body != "ok" {
+		t.Fatalf("got %d %q", res.StatusCode, body)
+	}
+	if got := <-first; !strings.HasPrefix(got, "POST /form HTTP/1.1\r\n") || !strings.HasSuffix(got, "\r\n\r\nname=value&x=1") {
+		t.Errorf("backend's first read: %q; want the whole request, head and body", got)
+	}
+}
