@@ -197,22 +197,23 @@ func forwardedLookalike(k string) bool {
 	return false
 }
 
-// forwardedFor is the X-Forwarded-For chain: the trusted peer's chain with
-// the peer appended, or the peer alone.
-func (o *outbound) forwardedFor() []string {
-	if o.trusted {
-		return o.r.Header["X-Forwarded-For"]
-	}
-	return nil
-}
+// forwardedFor is a trusted peer's X-Forwarded-For chain, to which the
+// peer is appended; from anyone else, nothing.
+func (o *outbound) forwardedFor() []string { return o.forwardedKept("X-Forwarded-For") }
 
-// forwardedKept returns a trusted peer's own value of an X-Forwarded-Proto,
-// X-Forwarded-Host or Forwarded header, which is passed on as it is.
+// forwardedKept returns a trusted peer's own value of X-Forwarded-For,
+// X-Forwarded-Proto, X-Forwarded-Host or Forwarded, which is passed on,
+// unless the peer named it in Connection: then it was meant for that hop
+// only.
 func (o *outbound) forwardedKept(k string) []string {
-	if o.trusted {
-		return o.r.Header[k]
+	if !o.trusted {
+		return nil
 	}
-	return nil
+	vs := o.r.Header[k]
+	if conn := o.r.Header["Connection"]; len(vs) > 0 && len(conn) > 0 && httpguts.HeaderValuesContainsToken(conn, k) {
+		return nil
+	}
+	return vs
 }
 
 func (o *outbound) proto() string {
