@@ -22,6 +22,12 @@ import (
 func newForwarder(rt *route, up *upstream, log *slog.Logger) http.Handler {
 	return &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
+			// The transport reads the body through Handler's wrapper rather
+			// than ReverseProxy's, whose only job, ignoring Close, it does too,
+			// so that every attempt's outcome can be told from the body's.
+			if b := bodyOf(pr.In); b != nil && pr.Out.Body != nil {
+				pr.Out.Body = b
+			}
 			refuseH2CUpgrade(pr.Out.Header)
 			if rt.strip {
 				stripPrefix(pr.Out, rt.prefix)
@@ -29,7 +35,7 @@ func newForwarder(rt *route, up *upstream, log *slog.Logger) http.Handler {
 			setForwarded(pr.In, pr.Out, infoFrom(pr.In).TrustedPeer)
 		},
 		Transport:      up,
-		ModifyResponse: refuseWrongUpgrade,
+		ModifyResponse: checkResponse,
 		BufferPool:     bufferPool{},
 		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		ErrorHandler:   errorHandler(log),
@@ -50,12 +56,25 @@ func refuseH2CUpgrade(h http.Header) {
 // errWrongUpgrade: the backend switched to a protocol the client did not ask for.
 var errWrongUpgrade = errors.New("backend switched to a protocol the client did not ask for")
 
-// refuseWrongUpgrade turns a 101 to another protocol into an error before
-// ReverseProxy handles the upgrade: ReverseProxy would refuse it too, but
-// without closing the response body, so the backend's in-flight count and
-// connection would never be released. An error here closes the body.
-func refuseWrongUpgrade(res *http.Response) error {
+// checkResponse looks at a backend's response before it is relayed.
+//
+// A 101 to another protocol than the client asked for becomes an error
+// before ReverseProxy handles the upgrade: ReverseProxy would refuse it too,
+// but without closing the response body, so the backend's in-flight count
+// and connection would never be released. An error here closes the body.
+//
+// A backend may answer before it has read the whole request body. The rest
+// of the body may still be on its way to that backend, or nowhere, and the
+// client connection cannot be reused until it is read: rather than let
+// net/http discard it while the transport may still be reading it, the
+// client connection is closed after this response.
+func checkResponse(res *http.Response) error {
 	if res.StatusCode != http.StatusSwitchingProtocols {
+		if req := res.Request; req != nil && req.ProtoMajor == 1 {
+			if b := bodyOf(req); b != nil && !b.done() {
+				res.Header["Connection"] = connClose
+			}
+		}
 		return nil
 	}
 	if !strings.EqualFold(res.Header.Get("Upgrade"), res.Request.Header.Get("Upgrade")) {
@@ -101,11 +120,14 @@ func setForwarded(in, out *http.Request, trustedPeer bool) {
 	}
 	xff := peer
 	if trustedPeer {
-		if prior := in.Header["X-Forwarded-For"]; len(prior) > 0 {
+		// What the proxy before named in Connection was meant for this hop
+		// only, so it goes no further.
+		hop := in.Header["Connection"]
+		if prior := in.Header["X-Forwarded-For"]; len(prior) > 0 && !httpguts.HeaderValuesContainsToken(hop, "X-Forwarded-For") {
 			xff = strings.Join(prior, ", ") + ", " + peer
 		}
 		for _, h := range [...]string{"X-Forwarded-Proto", "X-Forwarded-Host", "Forwarded"} {
-			if v := in.Header[h]; len(v) > 0 {
+			if v := in.Header[h]; len(v) > 0 && !httpguts.HeaderValuesContainsToken(hop, h) {
 				out.Header[h] = v
 			}
 		}
@@ -160,6 +182,15 @@ func dropForwardedLookalikes(h http.Header) {
 func errorHandler(log *slog.Logger) func(http.ResponseWriter, *http.Request, error) {
 	return func(w http.ResponseWriter, r *http.Request, err error) {
 		info := infoFrom(r)
+		if b := bodyOf(r); b != nil && b.failed() != 0 {
+			// The client's fault, whatever the transport made of it.
+			status := b.failed()
+			info.Status = status
+			log.Info("client request body failed", "request_id", info.RequestID, "route", info.Route, "pool", info.Pool,
+				"backend", info.Backend, "status", status, "err", err)
+			refuse(w, r, status)
+			return
+		}
 		if r.Context().Err() != nil {
 			// The client went away; nobody is left to answer.
 			info.Status = reqinfo.StatusClientClosed
@@ -171,6 +202,10 @@ func errorHandler(log *slog.Logger) func(http.ResponseWriter, *http.Request, err
 		log.Warn("backend request failed", "request_id", info.RequestID, "route", info.Route, "pool", info.Pool,
 			"backend", info.Backend, "attempts", info.Attempts, "status", status, "err", err)
 		setRetryAfter(w.Header(), err)
+		if b := bodyOf(r); b != nil && !b.done() && r.ProtoMajor == 1 {
+			// The client's body was not read to its end: see checkResponse.
+			w.Header()["Connection"] = connClose
+		}
 		writeError(w, status)
 	}
 }

@@ -42,8 +42,9 @@ func poolOptions(pc *config.Pool, log *slog.Logger) balancer.Options {
 // attempt sends req to b and tells b's state how it went: the latency for
 // ewma, the success or failure for passive outlier detection; the time to
 // the response headers goes into the request record and the metrics. An
-// attempt the client abandoned says nothing about the backend.
-func (u *upstream) attempt(req *http.Request, b *balancer.Backend, info *reqinfo.Info) (*http.Response, error) {
+// attempt the client abandoned, or failed by sending a broken, stalled or
+// oversized body, says nothing about the backend.
+func (u *upstream) attempt(req *http.Request, b *balancer.Backend, body *clientBody, info *reqinfo.Info) (*http.Response, error) {
 	start := time.Now()
 	res, err := u.conns[b.Index()].forRequest(req).RoundTrip(req)
 	rtt := time.Since(start)
@@ -53,7 +54,7 @@ func (u *upstream) attempt(req *http.Request, b *balancer.Backend, info *reqinfo
 		b.Report(balancer.ServerError, rtt)
 	case err == nil:
 		b.Report(balancer.Success, rtt)
-	case req.Context().Err() == nil:
+	case req.Context().Err() == nil && (body == nil || body.failed() == 0):
 		b.Report(balancer.Failure, rtt)
 	default:
 		return res, err

@@ -46,11 +46,12 @@ func newTransports(pc *config.Pool) *transports {
 	dial := tcpDialer(pc.DialTimeout.Duration, conns)
 	base := func() *http.Transport {
 		return &http.Transport{
-			Proxy:                 nil, // never route backend traffic through $HTTP_PROXY
-			DialContext:           dial,
-			MaxIdleConnsPerHost:   pc.MaxIdleConnsPerBackend,
-			IdleConnTimeout:       backendIdleTimeout,
-			ResponseHeaderTimeout: pc.ResponseHeaderTimeout.Duration,
+			Proxy:                  nil, // never route backend traffic through $HTTP_PROXY
+			DialContext:            dial,
+			MaxIdleConnsPerHost:    pc.MaxIdleConnsPerBackend,
+			IdleConnTimeout:        backendIdleTimeout,
+			ResponseHeaderTimeout:  pc.ResponseHeaderTimeout.Duration,
+			MaxResponseHeaderBytes: int64(pc.MaxResponseHeaderBytes),
 			// Non-zero, so a client's "Expect: 100-continue" waits for the backend's
 			// answer instead of sending the body at once.
 			ExpectContinueTimeout: time.Second,

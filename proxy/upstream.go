@@ -97,11 +97,7 @@ func (e dialError) Unwrap() error { return e.err }
 // retry budget allow.
 func (u *upstream) RoundTrip(req *http.Request) (*http.Response, error) {
 	info := infoFrom(req)
-	var body *trackedBody
-	if req.Body != nil {
-		body = &trackedBody{ReadCloser: req.Body}
-		req.Body = body
-	}
+	body := bodyOf(req)
 	u.budget.request()
 	var tried balancer.Tried
 	var lastErr error
@@ -117,7 +113,7 @@ func (u *upstream) RoundTrip(req *http.Request) (*http.Response, error) {
 		req.URL.Scheme, req.URL.Host = u.scheme, b.URL().Host
 		info.Backend, info.Attempts = b.URL().Host, attempt+1
 
-		res, err := u.attempt(req, b, info)
+		res, err := u.attempt(req, b, body, info)
 		if err == nil {
 			res.Body = releaseOnClose(res, b)
 			return res, nil
@@ -135,17 +131,18 @@ func (u *upstream) RoundTrip(req *http.Request) (*http.Response, error) {
 
 // retryable decides whether a failed attempt may be sent to another backend.
 // A failed dial never reached a backend, so it is always safe while the body
-// is unread. Once a request was sent, only idempotent requests without a
-// body are repeated, and never after a timeout (the backend may still be
-// working on it) or once the client has gone.
-func retryable(req *http.Request, body *trackedBody, err error) bool {
+// is unread (body is nil for a body Handler did not wrap, which therefore
+// counts as read). Once a request was sent, only idempotent requests
+// without a body are repeated, and never after a timeout (the backend may
+// still be working on it) or once the client has gone.
+func retryable(req *http.Request, body *clientBody, err error) bool {
 	if req.Context().Err() != nil {
 		return false
 	}
 	if errors.As(err, new(dialError)) {
-		return body == nil || !body.read
+		return req.Body == nil || body != nil && !body.read()
 	}
-	if body != nil || !idempotent(req.Method) {
+	if req.Body != nil || !idempotent(req.Method) {
 		return false
 	}
 	var ne net.Error
@@ -159,21 +156,6 @@ func idempotent(method string) bool {
 	}
 	return false
 }
-
-// trackedBody records whether the transport started reading the request
-// body. Close is a no-op: the transport closes the body when an attempt
-// fails, and a retry still needs it; the inbound body is the server's to close.
-type trackedBody struct {
-	io.ReadCloser
-	read bool
-}
-
-func (t *trackedBody) Read(p []byte) (int, error) {
-	t.read = true
-	return t.ReadCloser.Read(p)
-}
-
-func (t *trackedBody) Close() error { return nil }
 
 // releaseOnClose ends the backend's in-flight count when the response body is
 // closed, so least_conn sees requests until their bodies are fully relayed.
