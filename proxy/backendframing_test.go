@@ -155,30 +155,35 @@ func TestMaxResponseHeaderBytes(t *testing.T) {
 // and keep the connection).
 func TestBackendAbandonsRequestBody(t *testing.T) {
 	cases := []struct {
-		name    string
-		handler http.HandlerFunc
+		name string
+		// handler calls done once it has answered or closed.
+		handler func(w http.ResponseWriter, r *http.Request, done func())
 		status  int
 	}{
-		{"answers first", func(w http.ResponseWriter, r *http.Request) {
-			// Full duplex, or net/http would read the body before answering.
+		{"answers first", func(w http.ResponseWriter, r *http.Request, done func()) {
+			// Full duplex, or net/http would read the body before answering;
+			// then read on, as net/http's own read after a full-duplex
+			// handler races the next request's.
 			rc := http.NewResponseController(w)
 			_ = rc.EnableFullDuplex()
 			w.WriteHeader(http.StatusForbidden)
 			_ = rc.Flush()
+			done()
+			_, _ = io.Copy(io.Discard, r.Body)
 		}, http.StatusForbidden},
-		{"closes mid-body", func(w http.ResponseWriter, r *http.Request) {
+		{"closes mid-body", func(w http.ResponseWriter, r *http.Request, done func()) {
 			_, _ = io.CopyN(io.Discard, r.Body, 10)
 			if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
 				_ = conn.Close()
 			}
+			done()
 		}, http.StatusBadGateway},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			handled := make(chan struct{})
 			b := startBackend(t, func(w http.ResponseWriter, r *http.Request) {
-				defer close(handled)
-				tc.handler(w, r)
+				tc.handler(w, r, func() { close(handled) })
 			})
 			p := startPool(t, "retries = 0", b.URL)
 			conn, br := dialRaw(t, p.Addr)

@@ -86,6 +86,7 @@ func sameTransport(a, b *config.Pool) bool {
 		a.DialTimeout.Duration == b.DialTimeout.Duration &&
 		a.ResponseHeaderTimeout.Duration == b.ResponseHeaderTimeout.Duration &&
 		a.MaxIdleConnsPerBackend == b.MaxIdleConnsPerBackend &&
+		a.MaxResponseHeaderBytes == b.MaxResponseHeaderBytes &&
 		a.TLSServerName == b.TLSServerName &&
 		a.TLSInsecureSkipVerify == b.TLSInsecureSkipVerify &&
 		a.TLSCAFile == b.TLSCAFile && a.RootCAs.Equal(b.RootCAs)
