@@ -55,6 +55,9 @@ pool = "app"
 	if n := sample(scrape(t, addrs.admin), "portico_connections_total", "listener", "http"); n != 1 {
 		t.Errorf("portico_connections_total{listener=http} = %v, want 1: the served connection, not the refused one", n)
 	}
+	if n := sample(scrape(t, addrs.admin), "portico_connections_refused_total", "reason", "max_conns_per_ip"); n != 1 {
+		t.Errorf("portico_connections_refused_total{reason=max_conns_per_ip} = %v, want 1", n)
+	}
 
 	r.reload(doc(0))
 	if !served(addrs.http, "/") {
