@@ -57,6 +57,9 @@ type Server struct {
 	ReadHeaderTimeout Duration `toml:"read_header_timeout"`
 	IdleTimeout       Duration `toml:"idle_timeout"`
 	MaxHeaderBytes    int      `toml:"max_header_bytes"`
+	MaxHeaderCount    int      `toml:"max_header_count"`
+	MaxConns          int      `toml:"max_conns"`        // client connections on the listeners; 0: unlimited
+	MaxConnsPerIP     int      `toml:"max_conns_per_ip"` // per client address; 0: unlimited
 	ShutdownTimeout   Duration `toml:"shutdown_timeout"`
 	ClientBodyTimeout Duration `toml:"client_body_timeout"`
 	SendTimeout       Duration `toml:"send_timeout"`
@@ -92,6 +95,8 @@ type Pool struct {
 	ResponseHeaderTimeout  Duration   `toml:"response_header_timeout"`
 	MaxIdleConnsPerBackend int        `toml:"max_idle_conns_per_backend"`
 	Retries                int        `toml:"retries"`
+	// Largest response header block a backend may send; beyond it 502.
+	MaxResponseHeaderBytes int `toml:"max_response_header_bytes"`
 
 	Resilience // health checks, outlier detection, limits: config/health.go
 
@@ -128,6 +133,8 @@ type Route struct {
 	Pool        string `toml:"pool"`
 	// Middlewares run in order after server.middlewares.
 	Middlewares []string `toml:"middlewares"`
+	// MaxBodyBytes caps request bodies (0: unlimited); beyond it 413.
+	MaxBodyBytes int64 `toml:"max_body_bytes"`
 }
 
 // Backend schemes. h2c is cleartext HTTP/2 with prior knowledge, which is
@@ -158,6 +165,8 @@ const (
 	DefaultReadHeaderTimeout      = 10 * time.Second
 	DefaultIdleTimeout            = 120 * time.Second
 	DefaultMaxHeaderBytes         = 64 << 10
+	DefaultMaxHeaderCount         = 100
+	DefaultMaxResponseHeaderBytes = 64 << 10
 	DefaultShutdownTimeout        = 30 * time.Second
 	DefaultDrainTimeout           = 30 * time.Second
 	DefaultClientBodyTimeout      = 60 * time.Second

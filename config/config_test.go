@@ -131,6 +131,11 @@ func TestParseAppliesDefaults(t *testing.T) {
 		{"strip_prefix", cfg.Routes[0].StripPrefix, false},
 		{"host", cfg.Routes[0].Host, ""},
 		{"route name", cfg.Routes[0].Name, "/"},
+		{"max_header_count", s.MaxHeaderCount, 100},
+		{"max_conns", s.MaxConns, 0},
+		{"max_conns_per_ip", s.MaxConnsPerIP, 0},
+		{"max_response_header_bytes", cfg.Pools["app"].MaxResponseHeaderBytes, 65536},
+		{"max_body_bytes", cfg.Routes[0].MaxBodyBytes, int64(0)},
 	}
 	for _, c := range checks {
 		if c.got != c.want {
@@ -147,6 +152,9 @@ func TestParseKeepsExplicitValues(t *testing.T) {
 		`read_header_timeout = "1s"`,
 		`idle_timeout = "0s"`,
 		`max_header_bytes = 1024`,
+		`max_header_count = 7`,
+		`max_conns = 1000`,
+		`max_conns_per_ip = 10`,
 		`shutdown_timeout = "1m30s"`,
 		`[log]`,
 		`level = "debug"`,
@@ -158,11 +166,13 @@ func TestParseKeepsExplicitValues(t *testing.T) {
 		`dial_timeout = "500ms"`,
 		`max_idle_conns_per_backend = 1`,
 		`retries = 10`,
+		`max_response_header_bytes = 1024`,
 		`[[routes]]`,
 		`host = "*.example.com"`,
 		`path_prefix = "/api"`,
 		`strip_prefix = true`,
 		`pool = "app"`,
+		`max_body_bytes = 10485760`,
 	))
 	s, p, r := cfg.Server, cfg.Pools["app"], cfg.Routes[0]
 	checks := []struct {
@@ -174,6 +184,11 @@ func TestParseKeepsExplicitValues(t *testing.T) {
 		{"read_header_timeout", s.ReadHeaderTimeout.Duration, time.Second},
 		{"idle_timeout", s.IdleTimeout.Duration, time.Duration(0)},
 		{"max_header_bytes", s.MaxHeaderBytes, 1024},
+		{"max_header_count", s.MaxHeaderCount, 7},
+		{"max_conns", s.MaxConns, 1000},
+		{"max_conns_per_ip", s.MaxConnsPerIP, 10},
+		{"max_response_header_bytes", p.MaxResponseHeaderBytes, 1024},
+		{"max_body_bytes", r.MaxBodyBytes, int64(10 << 20)},
 		{"shutdown_timeout", s.ShutdownTimeout.Duration, 90 * time.Second},
 		{"log.level", cfg.Log.Level, "debug"},
 		{"log.format", cfg.Log.Format, "text"},
@@ -191,6 +206,15 @@ func TestParseKeepsExplicitValues(t *testing.T) {
 		if c.got != c.want {
 			t.Errorf("%s = %v, want %v", c.name, c.got, c.want)
 		}
+	}
+}
+
+// A per-client cap above the total cap can never apply: a warning, not an error.
+func TestParseMaxConnsPerIPAboveMaxConnsIsAWarning(t *testing.T) {
+	cfg := parseOK(t, doc(lines(ls(`[server]`, `max_conns = 10`, `max_conns_per_ip = 20`), okPool, okRoute)...))
+	if len(cfg.Warnings) != 1 || cfg.Warnings[0].Line != 3 || cfg.Warnings[0].Key != "server.max_conns_per_ip" ||
+		!strings.Contains(cfg.Warnings[0].Msg, "never applies") {
+		t.Errorf("warnings = %v, want one for server.max_conns_per_ip on line 3", cfg.Warnings)
 	}
 }
 
@@ -566,6 +590,18 @@ var problemCases = []problemCase{
 		want: []want{{2, "server.admin_addr", "set server.admin_token"}}},
 	{name: "admin token too short", lines: tail(`[server]`, `admin_addr = ":9090"`, `admin_token = "hunter2"`),
 		want: []want{{3, "server.admin_token", "too short: use at least 16 characters"}}},
+	{name: "input limits out of range",
+		lines: lines(
+			ls(`[server]`, `max_header_count = 0`, `max_conns = -1`, `max_conns_per_ip = -2`),
+			okPool, ls(`max_response_header_bytes = 100`),
+			ls(`[[routes]]`, `pool = "app"`, `max_body_bytes = -1`)),
+		want: []want{
+			{2, "server.max_header_count", "must be at least 1, got 0"},
+			{3, "server.max_conns", "must be 0 (unlimited) or more, got -1"},
+			{4, "server.max_conns_per_ip", "must be 0 (unlimited) or more, got -2"},
+			{7, "pools.app.max_response_header_bytes", "must be at least 1024, got 100"},
+			{10, "routes[0].max_body_bytes", "must be 0 (unlimited) or more, got -1"},
+		}},
 }
 
 // The admin listener may face the network only with a token; loopback

@@ -69,7 +69,9 @@ func Parse(data []byte, file string) (*Config, error) {
 	if err != nil {
 		var pe toml.ParseError
 		if errors.As(err, &pe) {
-			return nil, Problems{{File: file, Line: pe.Position.Line, Col: pe.Position.Col, Msg: "syntax: " + pe.Message}}
+			// The TOML parser reports some errors at the end of the input on
+			// line 0 (found by FuzzParse); the file's first line is the nearest.
+			return nil, Problems{{File: file, Line: max(pe.Position.Line, 1), Col: pe.Position.Col, Msg: "syntax: " + pe.Message}}
 		}
 		return nil, Problems{decodeProblem(file, err)}
 	}
@@ -111,6 +113,9 @@ func applyDefaults(c *Config, md *toml.MetaData) {
 	if !md.IsDefined("server", "max_header_bytes") {
 		s.MaxHeaderBytes = DefaultMaxHeaderBytes
 	}
+	if !md.IsDefined("server", "max_header_count") {
+		s.MaxHeaderCount = DefaultMaxHeaderCount
+	}
 
 	if c.Log.Level == "" {
 		c.Log.Level = "info"
@@ -137,6 +142,9 @@ func applyDefaults(c *Config, md *toml.MetaData) {
 		}
 		if !md.IsDefined("pools", name, "retries") {
 			p.Retries = DefaultRetries
+		}
+		if !md.IsDefined("pools", name, "max_response_header_bytes") {
+			p.MaxResponseHeaderBytes = DefaultMaxResponseHeaderBytes
 		}
 		p.Resilience.applyDefaults(md, name)
 		for _, b := range p.Backends {

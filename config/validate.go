@@ -130,6 +130,10 @@ func (v *validator) server(s *Server) (httpsOK bool) {
 	if s.MaxHeaderBytes < 1024 {
 		v.add("server.max_header_bytes", "must be at least 1024, got %d", s.MaxHeaderBytes)
 	}
+	if s.MaxHeaderCount < 1 {
+		v.add("server.max_header_count", "must be at least 1, got %d", s.MaxHeaderCount)
+	}
+	v.connLimits(s)
 	s.Trusted = s.Trusted[:0]
 	for i, cidr := range s.TrustedProxies {
 		key := "server.trusted_proxies[" + strconv.Itoa(i) + "]"
@@ -172,6 +176,18 @@ func isLoopback(addr string) bool {
 	}
 	ip, err := netip.ParseAddr(host)
 	return err == nil && ip.Unmap().IsLoopback()
+}
+
+// connLimits checks the caps on client connections.
+func (v *validator) connLimits(s *Server) {
+	if s.MaxConns < 0 {
+		v.add("server.max_conns", "must be 0 (unlimited) or more, got %d", s.MaxConns)
+	}
+	if s.MaxConnsPerIP < 0 {
+		v.add("server.max_conns_per_ip", "must be 0 (unlimited) or more, got %d", s.MaxConnsPerIP)
+	} else if s.MaxConns > 0 && s.MaxConnsPerIP > s.MaxConns {
+		v.warn("server.max_conns_per_ip", "%d is more than server.max_conns (%d), so it never applies", s.MaxConnsPerIP, s.MaxConns)
+	}
 }
 
 func (v *validator) log(l *Log) {
@@ -237,6 +253,9 @@ func (v *validator) pool(key string, p *Pool) {
 	}
 	if p.Retries < 0 || p.Retries > MaxRetries {
 		v.add(key+".retries", "must be between 0 and %d, got %d", MaxRetries, p.Retries)
+	}
+	if p.MaxResponseHeaderBytes < 1024 {
+		v.add(key+".max_response_header_bytes", "must be at least 1024, got %d", p.MaxResponseHeaderBytes)
 	}
 	v.resilience(key, &p.Resilience)
 }
@@ -304,6 +323,9 @@ func (v *validator) route(key string, r *Route, pools map[string]*Pool) {
 	}
 	if !strings.HasPrefix(r.PathPrefix, "/") {
 		v.add(key+".path_prefix", "%q must start with \"/\"", r.PathPrefix)
+	}
+	if r.MaxBodyBytes < 0 {
+		v.add(key+".max_body_bytes", "must be 0 (unlimited) or more, got %d", r.MaxBodyBytes)
 	}
 	// A derived name is as valid as the host and prefix it comes from.
 	if _, written := v.keys.lines[key+".name"]; written && !validName(r.Name) {

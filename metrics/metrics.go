@@ -51,6 +51,7 @@ type Metrics struct {
 	pools   atomic.Pointer[func() []*balancer.Pool]
 	certs   atomic.Pointer[func() []tlsmgr.CertInfo]
 	dropped atomic.Pointer[func() uint64]
+	refused atomic.Pointer[func() (overTotal, overPerIP uint64)]
 
 	lastReload atomic.Pointer[Reload]
 
@@ -168,7 +169,29 @@ func New(version string) *Metrics {
 		}
 		return 0
 	})
+	refused := func(perIP bool) func() float64 {
+		return func() float64 {
+			f := m.refused.Load()
+			if f == nil {
+				return 0
+			}
+			total, ip := (*f)()
+			if perIP {
+				return float64(ip)
+			}
+			return float64(total)
+		}
+	}
+	refusedOpts := func(reason string) prometheus.CounterOpts {
+		return prometheus.CounterOpts{
+			Name:        "portico_connections_refused_total",
+			Help:        "Client connections closed at accept by max_conns or max_conns_per_ip, by reason.",
+			ConstLabels: prometheus.Labels{"reason": reason},
+		}
+	}
 	m.reg.MustRegister(
+		prometheus.NewCounterFunc(refusedOpts("max_conns"), refused(false)),
+		prometheus.NewCounterFunc(refusedOpts("max_conns_per_ip"), refused(true)),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.requests, m.duration, m.bytesOut, m.backendReqs, m.ttfb, m.retries, m.rejections, m.redisErrors, m.fallbacks,
@@ -195,6 +218,10 @@ func (m *Metrics) WatchPools(f func() []*balancer.Pool) { m.pools.Store(&f) }
 
 // WatchCertificates sets where the certificates in use are read at scrape time.
 func (m *Metrics) WatchCertificates(f func() []tlsmgr.CertInfo) { m.certs.Store(&f) }
+
+// WatchConnLimit sets the counts of client connections refused at accept
+// (proxy.ConnLimit's Refused), read at scrape time.
+func (m *Metrics) WatchConnLimit(f func() (overTotal, overPerIP uint64)) { m.refused.Store(&f) }
 
 // WatchAccessLogDrops sets the counter of access-log lines dropped, read at
 // scrape time (the access logger's Dropped method).

@@ -9,7 +9,6 @@ import (
 	"net/url"
 	"strings"
 
-	"github.com/portico/portico/proxy/h1"
 	"github.com/portico/portico/reqinfo"
 )
 
@@ -39,6 +38,15 @@ func ensureSlash(p string) string {
 func errorHandler(log *slog.Logger) func(http.ResponseWriter, *http.Request, error) {
 	return func(w http.ResponseWriter, r *http.Request, err error) {
 		info := infoFrom(r)
+		if b := bodyOf(r); b != nil && b.failed() != 0 {
+			// The client's fault, whatever the transport made of it.
+			status := b.failed()
+			info.Status = status
+			log.Info("client request body failed", "request_id", info.RequestID, "route", info.Route, "pool", info.Pool,
+				"backend", info.Backend, "status", status, "err", err)
+			refuse(w, r, status)
+			return
+		}
 		if r.Context().Err() != nil {
 			// The client went away; nobody is left to answer.
 			info.Status = reqinfo.StatusClientClosed
@@ -50,6 +58,10 @@ func errorHandler(log *slog.Logger) func(http.ResponseWriter, *http.Request, err
 		log.Warn("backend request failed", "request_id", info.RequestID, "route", info.Route, "pool", info.Pool,
 			"backend", info.Backend, "attempts", info.Attempts, "status", status, "err", err)
 		setRetryAfter(w.Header(), err)
+		if b := bodyOf(r); b != nil && !b.done() && r.ProtoMajor == 1 {
+			// The client's body was not read to its end: see checkResponse.
+			w.Header()["Connection"] = connClose
+		}
 		writeError(w, status)
 	}
 }
@@ -57,12 +69,6 @@ func errorHandler(log *slog.Logger) func(http.ResponseWriter, *http.Request, err
 func statusFor(err error) int {
 	var ne net.Error
 	switch {
-	case errors.As(err, new(*h1.SrcError)):
-		// The client's body failed, not the backend.
-		if errors.As(err, &ne) && ne.Timeout() {
-			return http.StatusRequestTimeout
-		}
-		return http.StatusBadRequest
 	case errors.As(err, new(*unavailable)):
 		return http.StatusServiceUnavailable
 	case errors.As(err, new(dialError)):

@@ -117,7 +117,7 @@ func (u *upstream) answered(b *balancer.Backend, status int, start time.Time, in
 // or whose request body the client failed to send, says nothing about the
 // backend.
 func (u *upstream) failed(b *balancer.Backend, o *outbound, start time.Time, err error) {
-	if o.r.Context().Err() != nil || errors.As(err, new(*h1.SrcError)) {
+	if o.r.Context().Err() != nil || errors.As(err, new(*h1.SrcError)) || o.cb != nil && o.cb.failed() != 0 {
 		return
 	}
 	rtt := time.Since(start)

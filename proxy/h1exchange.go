@@ -121,6 +121,9 @@ func (f *forwarder) exchange(w http.ResponseWriter, o *outbound, c *h1.Conn, b *
 
 	hdr := w.Header()
 	copyFields(hdr, h.Fields)
+	if o.bodyUnfinished() {
+		hdr["Connection"] = connClose
+	}
 	body := c.Body()
 	trailers := h.Chunked && len(h.Trailer) > 0
 	if trailers {

@@ -31,7 +31,7 @@ var discardLog = slog.New(slog.DiscardHandler)
 
 // parseConfig validates a TOML configuration after replacing each ${name}
 // with vars[name], which is how tests put httptest URLs into it.
-func parseConfig(t *testing.T, text string, vars map[string]string) *config.Config {
+func parseConfig(t testing.TB, text string, vars map[string]string) *config.Config {
 	t.Helper()
 	expanded := os.Expand(text, func(name string) string {
 		v, ok := vars[name]
@@ -58,15 +58,21 @@ type testProxy struct {
 // that the configured client limits (header size, timeouts) are in force.
 // The server and the snapshot's idle backend connections are closed when the
 // test ends.
-func startProxy(t *testing.T, text string, vars map[string]string) *testProxy {
+func startProxy(t testing.TB, text string, vars map[string]string) *testProxy {
+	t.Helper()
+	return startProxyLog(t, text, vars, discardLog)
+}
+
+// startProxyLog is startProxy with the proxy logging to log.
+func startProxyLog(t testing.TB, text string, vars map[string]string, log *slog.Logger) *testProxy {
 	t.Helper()
 	cfg := parseConfig(t, text, vars)
-	snap, err := NewSnapshot(cfg, discardLog)
+	snap, err := NewSnapshot(cfg, log)
 	if err != nil {
 		t.Fatalf("NewSnapshot: %v", err)
 	}
 	srv := httptest.NewUnstartedServer(nil)
-	srv.Config, err = NewServer(&cfg.Server, NewHandler(snap), discardLog)
+	srv.Config, err = NewServer(&cfg.Server, NewHandler(snap), log)
 	if err != nil {
 		t.Fatalf("NewServer: %v", err)
 	}
@@ -76,6 +82,38 @@ func startProxy(t *testing.T, text string, vars map[string]string) *testProxy {
 		snap.Close()
 	})
 	return &testProxy{URL: srv.URL, Addr: srv.Listener.Addr().String(), Snap: snap}
+}
+
+// serveProxy serves cfg through NewServer on a new loopback listener, for
+// tests that need the server or the listener themselves: prepare, if not
+// nil, may set the server's hooks and returns the listener to serve. The
+// server and idle backend connections close when the test ends. It returns
+// the snapshot and the address.
+func serveProxy(t testing.TB, cfg *config.Config, log *slog.Logger, prepare func(*http.Server, net.Listener) net.Listener) (*Snapshot, string) {
+	t.Helper()
+	snap, err := NewSnapshot(cfg, log)
+	if err != nil {
+		t.Fatalf("NewSnapshot: %v", err)
+	}
+	srv, err := NewServer(&cfg.Server, NewHandler(snap), log)
+	if err != nil {
+		t.Fatalf("NewServer: %v", err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if prepare != nil {
+		ln = prepare(srv, ln)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	t.Cleanup(func() {
+		_ = srv.Close()
+		<-served
+		snap.Close()
+	})
+	return snap, ln.Addr().String()
 }
 
 // poolConfig is a configuration with one pool, "p", of the given backends,
@@ -97,7 +135,7 @@ func poolConfig(poolOpts string, urls ...string) string {
 }
 
 // startPool starts a proxy with poolConfig(poolOpts, urls...).
-func startPool(t *testing.T, poolOpts string, urls ...string) *testProxy {
+func startPool(t testing.TB, poolOpts string, urls ...string) *testProxy {
 	t.Helper()
 	return startProxy(t, poolConfig(poolOpts, urls...), nil)
 }
@@ -109,7 +147,7 @@ type backend struct {
 	conns atomic.Int64 // TCP connections accepted
 }
 
-func startBackend(t *testing.T, h http.HandlerFunc) *backend {
+func startBackend(t testing.TB, h http.HandlerFunc) *backend {
 	t.Helper()
 	b := &backend{}
 	b.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -364,7 +402,8 @@ func readWireMessage(br *bufio.Reader, untilEOF bool) (wireMessage, error) {
 func startWireBackend(t *testing.T, response string) (string, <-chan wireMessage) {
 	t.Helper()
 	reqs := make(chan wireMessage, 16)
-	rb := startRawBackend(t, func(c net.Conn, br *bufio.Reader) {
+	rs := serveRaw(t, func(c net.Conn, _ int) {
+		br := bufio.NewReader(c)
 		for {
 			m, err := readWireMessage(br, false)
 			if err != nil {
@@ -379,60 +418,112 @@ func startWireBackend(t *testing.T, response string) (string, <-chan wireMessage
 			}
 		}
 	})
-	return rb.URL, reqs
+	return rs.URL, reqs
 }
 
-// rawBackend is a TCP server that runs serve on each connection it
-// accepts; the connection is closed when serve returns.
-type rawBackend struct {
-	URL   string       // http://127.0.0.1:port
-	conns atomic.Int64 // connections accepted
-}
-
-func startRawBackend(t *testing.T, serve func(c net.Conn, br *bufio.Reader)) *rawBackend {
+// serveRaw runs a backend that speaks raw TCP, for what an http.Server would
+// not do: serve is called for each connection with its number (1 for the
+// first) and the connection is closed when it returns. Listener and
+// connections close when the test ends.
+func serveRaw(t testing.TB, serve func(c net.Conn, id int)) *rawServer {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	rb := &rawBackend{URL: "http://" + ln.Addr().String()}
-	var (
-		wg     sync.WaitGroup
-		mu     sync.Mutex
-		closed bool
-		conns  = map[net.Conn]bool{}
-	)
+	rs := &rawServer{URL: "http://" + ln.Addr().String(), conns: map[net.Conn]bool{}}
+	var wg sync.WaitGroup
 	wg.Go(func() {
-		for {
+		for id := 1; ; id++ {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
-			mu.Lock()
-			if closed {
-				mu.Unlock()
+			// Registered in accept order: see quiesce.
+			rs.mu.Lock()
+			if rs.closed {
+				rs.mu.Unlock()
 				_ = c.Close()
 				return
 			}
-			conns[c] = true
-			mu.Unlock()
-			rb.conns.Add(1)
+			rs.conns[c] = true
+			rs.mu.Unlock()
 			wg.Go(func() {
-				defer c.Close()
-				_ = c.SetDeadline(time.Now().Add(2 * ioTimeout))
-				serve(c, bufio.NewReader(c))
+				defer func() {
+					_ = c.Close()
+					rs.mu.Lock()
+					delete(rs.conns, c)
+					rs.mu.Unlock()
+				}()
+				serve(c, id)
 			})
 		}
 	})
 	t.Cleanup(func() {
 		_ = ln.Close()
-		mu.Lock()
-		closed = true
-		for c := range conns {
+		rs.mu.Lock()
+		rs.closed = true
+		for c := range rs.conns {
 			_ = c.Close()
 		}
-		mu.Unlock()
+		rs.mu.Unlock()
 		wg.Wait()
 	})
+	return rs
+}
+
+// rawBackend is serveRaw with a count of the connections it accepted and a
+// buffered reader for serve, which must answer within 2×ioTimeout.
+type rawBackend struct {
+	URL   string
+	conns atomic.Int64
+}
+
+func startRawBackend(t *testing.T, serve func(c net.Conn, br *bufio.Reader)) *rawBackend {
+	t.Helper()
+	rb := &rawBackend{}
+	rb.URL = serveRaw(t, func(c net.Conn, _ int) {
+		rb.conns.Add(1)
+		_ = c.SetDeadline(time.Now().Add(2 * ioTimeout))
+		serve(c, bufio.NewReader(c))
+	}).URL
 	return rb
+}
+
+type rawServer struct {
+	URL string
+
+	mu     sync.Mutex
+	closed bool
+	conns  map[net.Conn]bool // open, by accept order of registration
+}
+
+// quiesce returns once every connection made to the server before it was
+// called has been served to its end: it connects itself, waits until that
+// connection is accepted (connections are accepted in the order they were
+// made), closes it, and waits until no connection is open. What the server
+// recorded is then complete.
+func (rs *rawServer) quiesce(t testing.TB) {
+	t.Helper()
+	probe, err := net.DialTimeout("tcp", strings.TrimPrefix(rs.URL, "http://"), ioTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	accepted := func() bool {
+		rs.mu.Lock()
+		defer rs.mu.Unlock()
+		for c := range rs.conns {
+			if c.RemoteAddr().String() == probe.LocalAddr().String() {
+				return true
+			}
+		}
+		return false
+	}
+	waitFor(t, "the raw server to accept its probe", accepted)
+	_ = probe.Close()
+	waitFor(t, "the raw server's connections to end", func() bool {
+		rs.mu.Lock()
+		defer rs.mu.Unlock()
+		return len(rs.conns) == 0
+	})
 }

@@ -22,12 +22,13 @@ import (
 // new connections while the old server finishes its own.
 type Listener struct {
 	raw *net.TCPListener
-	// ln is what connections are accepted from: raw, or a wrapper around it
-	// (connection limits); a wrapper must pass raw's errors through.
+	// ln is what connections are accepted from: raw, or a wrapper around it;
+	// a wrapper must pass raw's errors through.
 	ln  net.Listener
 	log *slog.Logger
 
 	target   atomic.Pointer[Generation]
+	conns    atomic.Pointer[ConnLimit] // nil: connections are not capped
 	start    sync.Once
 	stopping atomic.Bool
 	done     chan struct{} // the accept loop has ended
@@ -69,6 +70,11 @@ func (l *Listener) Serve(srv *http.Server, wrap func(net.Listener) net.Listener)
 	l.start.Do(func() { go l.accept() })
 	return g, prev
 }
+
+// LimitConns puts the connections accepted from now on under c's caps; nil
+// lifts them. The sockets of client listeners share one ConnLimit; a reload
+// that moves a socket to another listener sets it again.
+func (l *Listener) LimitConns(c *ConnLimit) { l.conns.Store(c) }
 
 // Close stops accepting: connections the kernel has already completed are
 // accepted and handed on first, so that none is reset, then the socket
@@ -125,6 +131,11 @@ func (l *Listener) acceptQueued() {
 // deliver hands c to the generation in charge. One that stops accepting
 // meanwhile has been replaced, so the loop finds the new one.
 func (l *Listener) deliver(c net.Conn) {
+	if cl := l.conns.Load(); cl != nil {
+		if c = cl.admit(c); c == nil {
+			return // over a cap: closed and counted
+		}
+	}
 	for {
 		g := l.target.Load()
 		// Counted before it is handed over, so that the generation cannot

@@ -34,10 +34,12 @@ type outbound struct {
 	// The body: length is -1 when unknown (sent chunked). small holds a
 	// body of at most smallBody bytes read before the first attempt, sent
 	// with the head in one write and replayable on any attempt; otherwise
-	// body streams it once.
+	// body streams it once. cb is the body as Handler wrapped it, which
+	// knows whether it was read, to its end, or failed; nil if it was not.
 	length int64
 	small  *[smallBody]byte
-	body   *trackedBody
+	body   io.Reader
+	cb     *clientBody
 	expect bool // Expect: 100-continue
 }
 
@@ -78,6 +80,7 @@ func newOutbound(o *outbound, req *http.Request, rt *route) error {
 		o.length = 0
 		return nil
 	}
+	o.cb = bodyOf(req)
 	o.expect = httpguts.HeaderValuesContainsToken(req.Header["Expect"], "100-continue")
 	if o.length > 0 && o.length <= smallBody && !o.expect {
 		o.small = smallBodies.get()
@@ -87,7 +90,7 @@ func newOutbound(o *outbound, req *http.Request, rt *route) error {
 		}
 		return nil
 	}
-	o.body = &trackedBody{ReadCloser: req.Body}
+	o.body = req.Body
 	return nil
 }
 
@@ -103,8 +106,16 @@ func (o *outbound) release() {
 func (o *outbound) hasBody() bool { return o.length != 0 }
 
 // replayable reports whether the body can still be sent to another backend:
-// there is none, it is held in full, or its reading has not started.
-func (o *outbound) replayable() bool { return o.body == nil || !o.body.read }
+// there is none, it is held in full, or its reading has not started (a body
+// Handler did not wrap counts as started).
+func (o *outbound) replayable() bool { return o.body == nil || o.cb != nil && !o.cb.read() }
+
+// bodyUnfinished reports an HTTP/1 client body not read to its end, after
+// which the client connection must close: the rest is still on its way, or
+// its framing broke.
+func (o *outbound) bodyUnfinished() bool {
+	return o.r.ProtoMajor == 1 && o.cb != nil && !o.cb.done()
+}
 
 func printable(s string) bool {
 	for i := 0; i < len(s); i++ {

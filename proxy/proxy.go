@@ -32,6 +32,8 @@ import (
 type Snapshot struct {
 	bodyTimeout, sendTimeout time.Duration
 	trusted                  []netip.Prefix
+	maxHeaderCount           int
+	log                      *slog.Logger
 	routes                   routeTable
 	upstreams                map[string]*upstream
 	pools                    []*balancer.Pool // sorted by name
@@ -96,12 +98,14 @@ func NewSnapshot(cfg *config.Config, log *slog.Logger, opts ...Option) (*Snapsho
 		opt(&o)
 	}
 	s := &Snapshot{
-		bodyTimeout: cfg.Server.ClientBodyTimeout.Duration,
-		sendTimeout: cfg.Server.SendTimeout.Duration,
-		trusted:     cfg.Server.Trusted,
-		upstreams:   make(map[string]*upstream, len(cfg.Pools)),
-		access:      o.access,
-		unrouted:    o.metrics.Route(metrics.Unrouted),
+		bodyTimeout:    cfg.Server.ClientBodyTimeout.Duration,
+		sendTimeout:    cfg.Server.SendTimeout.Duration,
+		trusted:        cfg.Server.Trusted,
+		maxHeaderCount: cfg.Server.MaxHeaderCount,
+		log:            log,
+		upstreams:      make(map[string]*upstream, len(cfg.Pools)),
+		access:         o.access,
+		unrouted:       o.metrics.Route(metrics.Unrouted),
 	}
 	var prevSet *middleware.Set
 	if o.prev != nil {
@@ -138,12 +142,13 @@ func NewSnapshot(cfg *config.Config, log *slog.Logger, opts ...Option) (*Snapsho
 			return nil, fmt.Errorf("route %s: no pool %q", rc.Name, rc.Pool)
 		}
 		rt := &route{
-			name:   rc.Name,
-			host:   strings.TrimSuffix(strings.ToLower(rc.Host), "."),
-			prefix: rc.PathPrefix,
-			strip:  rc.StripPrefix,
-			pool:   rc.Pool,
-			stats:  o.metrics.Route(rc.Name),
+			name:    rc.Name,
+			host:    strings.TrimSuffix(strings.ToLower(rc.Host), "."),
+			prefix:  rc.PathPrefix,
+			strip:   rc.StripPrefix,
+			pool:    rc.Pool,
+			maxBody: rc.MaxBodyBytes,
+			stats:   o.metrics.Route(rc.Name),
 		}
 		// Server middlewares first, then the route's, then forwarding.
 		chain := append(append([]string{}, cfg.Server.Middlewares...), rc.Middlewares...)
@@ -205,8 +210,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	info.ClientIP, info.TrustedPeer = clientIP(r, s.trusted)
 	d, _ := w.(deadliner) // before wrapping: the wrappers hide it
 	inner := r.WithContext(ctx)
-	countBody(inner, info)
-	stats := s.serve(&recorder{ResponseWriter: w, info: info}, d, inner, info)
+	var body *clientBody
+	if inner.Body != nil && inner.Body != http.NoBody {
+		body = newClientBody(inner, d, s.bodyTimeout)
+		inner.Body = body
+	}
+	stats := s.serve(&recorder{ResponseWriter: w, info: info}, d, inner, info, body)
+	if body != nil {
+		body.finish(d, info)
+	}
 	if info.Status == 0 {
 		info.Status = http.StatusOK // a handler that wrote nothing sent an empty 200
 	}
@@ -218,8 +230,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// serve answers the request and returns the series it is recorded in.
-func (s *Snapshot) serve(w http.ResponseWriter, d deadliner, r *http.Request, info *reqinfo.Info) *metrics.Route {
+// serve answers the request and returns the series it is recorded in:
+// requests refused before routing count as unrouted. body is r's body as
+// ServeHTTP wrapped it, nil without one.
+func (s *Snapshot) serve(w http.ResponseWriter, d deadliner, r *http.Request, info *reqinfo.Info, body *clientBody) *metrics.Route {
+	if status := s.overLimit(r); status != 0 {
+		refuse(w, r, status)
+		return s.unrouted
+	}
 	if hasDotSegment(r.URL.Path) {
 		// Resolve "." and ".." before matching, as nginx does, so that
 		// "/public/../admin" cannot match "/public" and reach a backend
@@ -232,8 +250,17 @@ func (s *Snapshot) serve(w http.ResponseWriter, d deadliner, r *http.Request, in
 		return s.unrouted
 	}
 	info.Route, info.Pool = rt.name, rt.pool
-	if d != nil {
-		w = guardSlowClient(w, d, r, s.bodyTimeout, s.sendTimeout)
+	if rt.maxBody > 0 && body != nil {
+		if r.ContentLength > rt.maxBody {
+			s.log.Info("client request body failed", "request_id", info.RequestID, "route", rt.name, "pool", rt.pool, "status", http.StatusRequestEntityTooLarge,
+				"content_length", r.ContentLength, "max_body_bytes", rt.maxBody)
+			refuse(w, r, http.StatusRequestEntityTooLarge)
+			return rt.stats
+		}
+		body.limit(rt.maxBody)
+	}
+	if d != nil && s.sendTimeout > 0 {
+		w = newDeadlineWriter(w, d, r, s.sendTimeout)
 	}
 	rt.handler.ServeHTTP(w, r)
 	return rt.stats

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"io"
 	"net/http"
 
 	"github.com/portico/portico/reqinfo"
@@ -33,25 +32,6 @@ func (w *recorder) Write(p []byte) (int, error) {
 
 // Unwrap lets http.ResponseController reach Flush, Hijack and deadlines.
 func (w *recorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }
-
-// countBody counts the request body bytes read into the record. Requests
-// without a body (net/http gives them NoBody) cost nothing.
-func countBody(r *http.Request, info *reqinfo.Info) {
-	if r.Body != nil && r.Body != http.NoBody {
-		r.Body = &countedBody{ReadCloser: r.Body, info: info}
-	}
-}
-
-type countedBody struct {
-	io.ReadCloser
-	info *reqinfo.Info
-}
-
-func (b *countedBody) Read(p []byte) (int, error) {
-	n, err := b.ReadCloser.Read(p)
-	b.info.BytesIn += int64(n)
-	return n, err
-}
 
 // infoFrom is reqinfo.From for code that only runs under Handler; outside it
 // (a forwarder tested on its own) it returns a record nobody reads.

@@ -81,9 +81,15 @@ pool = "p"
 		t.Errorf("record = %+v; want route api-route, pool p, backend %s, 1 attempt, status 202, 1000 bytes, start and TTFB set", *ri, wantBackend)
 	}
 
+	// Request body bytes are counted as the backend transport reads them.
+	h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("POST", "http://api.test/x", strings.NewReader(strings.Repeat("b", 300))))
+	if len(got) != 2 || got[1].BytesIn != 300 {
+		t.Fatalf("POST of 300 bytes: %d records, last %+v; want BytesIn 300", len(got), *got[len(got)-1])
+	}
+
 	w = httptest.NewRecorder()
 	h.ServeHTTP(w, httptest.NewRequest("GET", "http://other.test/x", nil))
-	if w.Code != http.StatusNotFound || len(got) != 1 {
+	if w.Code != http.StatusNotFound || len(got) != 2 {
 		t.Fatalf("unrouted: status %d, %d records; want 404 and no route handler call", w.Code, len(got))
 	}
 }

@@ -245,7 +245,7 @@ func TestDrainCutsOnlyRemovedBackendsStreamsAfterTimeout(t *testing.T) {
 // settings that changed.
 func TestEveryPoolKeyIsClassified(t *testing.T) {
 	transport := map[string]bool{
-		"dial_timeout": true, "response_header_timeout": true, "max_idle_conns_per_backend": true,
+		"dial_timeout": true, "response_header_timeout": true, "max_idle_conns_per_backend": true, "max_response_header_bytes": true,
 		"tls_server_name": true, "tls_ca_file": true, "tls_insecure_skip_verify": true,
 	}
 	other := map[string]bool{

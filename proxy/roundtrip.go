@@ -52,7 +52,9 @@ func (f *forwarder) roundTrip(w http.ResponseWriter, o *outbound, b *balancer.Ba
 	case o.small != nil:
 		out.Body, out.ContentLength = io.NopCloser(bytes.NewReader(o.small[:o.length])), o.length
 	case o.body != nil:
-		out.Body, out.ContentLength = o.body, o.length
+		// Close does nothing: a transport closes the body of a failed
+		// attempt, and a retry, or the server, still needs it.
+		out.Body, out.ContentLength = io.NopCloser(o.body), o.length
 	}
 	res, err := ts.rt.RoundTrip(out)
 	mu.Lock()
@@ -76,6 +78,9 @@ func (f *forwarder) roundTrip(w http.ResponseWriter, o *outbound, b *balancer.Ba
 			continue
 		}
 		hdr[k] = append(hdr[k], vs...)
+	}
+	if o.bodyUnfinished() {
+		hdr["Connection"] = connClose
 	}
 	announced := make([]string, 0, len(res.Trailer))
 	for k := range res.Trailer {

@@ -16,6 +16,7 @@ type route struct {
 	prefix  string
 	strip   bool
 	pool    string
+	maxBody int64 // max_body_bytes; 0: unlimited
 	handler http.Handler
 	stats   *metrics.Route // nil without metrics
 }
@@ -94,9 +95,10 @@ func (t *routeTable) match(hostport, path string) *route {
 }
 
 // normalizeHost writes the host without port or trailing dot, in lower case,
-// into buf. A host too long for a DNS name comes back empty.
+// into buf. A host too long for a DNS name comes back empty. Only digits
+// make a port (RFC 9110 §7.2): "a.com:x" is no name of a.com.
 func normalizeHost(h string, buf *[maxHostLen]byte) []byte {
-	if i := strings.LastIndexByte(h, ':'); i >= 0 && !strings.Contains(h[i:], "]") {
+	if i := strings.LastIndexByte(h, ':'); i >= 0 && isPort(h[i+1:]) && (h[0] != '[' || h[i-1] == ']') {
 		h = h[:i]
 	}
 	h = strings.TrimSuffix(h, ".")
@@ -111,4 +113,13 @@ func normalizeHost(h string, buf *[maxHostLen]byte) []byte {
 		buf[i] = c
 	}
 	return buf[:len(h)]
+}
+
+func isPort(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
 }

@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"context"
-	"io"
 	"net"
 	"net/http"
 	"sync/atomic"
@@ -11,10 +10,11 @@ import (
 
 // Once a request's headers are in, net/http puts no bound on how slowly the
 // client sends its body or reads the response: a client can hold a
-// connection, and a backend connection behind it, forever. These wrappers
-// give each read of the body and each write of the response its own
-// deadline, renewed per operation, so transfers of any length pass as long
-// as they keep moving (nginx's client_body_timeout and send_timeout).
+// connection, and a backend connection behind it, forever. The request body
+// gets a deadline per read from clientBody (body.go); the response gets one
+// per write from deadlineWriter. Each is renewed per operation, so transfers
+// of any length pass as long as they keep moving (nginx's
+// client_body_timeout and send_timeout).
 //
 // A write deadline is renewed only once it is older than deadlineSlack: a
 // deadline costs a timer update, and small responses come far more often
@@ -26,23 +26,6 @@ import (
 type deadliner interface {
 	SetReadDeadline(time.Time) error
 	SetWriteDeadline(time.Time) error
-}
-
-// guardSlowClient wraps the request body and the response writer; either
-// timeout may be zero to leave that direction unguarded.
-func guardSlowClient(w http.ResponseWriter, d deadliner, r *http.Request, bodyTimeout, sendTimeout time.Duration) http.ResponseWriter {
-	if bodyTimeout > 0 && r.Body != nil && r.Body != http.NoBody {
-		r.Body = &deadlineBody{ReadCloser: r.Body, d: d, timeout: bodyTimeout, left: r.ContentLength}
-	}
-	if sendTimeout > 0 {
-		dw := &deadlineWriter{ResponseWriter: w, d: d, timeout: sendTimeout}
-		dw.set = &dw.own
-		if cc := clientConnFrom(r); cc != nil && r.ProtoMajor == 1 {
-			dw.set = &cc.writeDeadline
-		}
-		w = dw
-	}
-	return w
 }
 
 // clientConn is what Portico keeps per client connection: the write
@@ -68,37 +51,22 @@ func clientConnFrom(r *http.Request) *clientConn {
 // send_timeout after its last progress.
 func deadlineSlack(timeout time.Duration) int64 { return int64(min(time.Second, timeout/4)) }
 
-// deadlineBody renews the read deadline before each read of the body. Once
-// the body is complete (EOF, or all of Content-Length read, since a reader
-// may stop there without asking for EOF) it clears the deadline: left set, it
-// would fire in net/http's background read and cancel the request while the
-// backend is still answering. After a timeout the deadline stays expired, so
-// net/http drops the connection rather than wait to discard the rest.
-type deadlineBody struct {
-	io.ReadCloser
-	d       deadliner
-	timeout time.Duration
-	left    int64 // bytes still expected; -1 when the length is unknown
-}
-
-func (b *deadlineBody) Read(p []byte) (int, error) {
-	_ = b.d.SetReadDeadline(time.Now().Add(b.timeout))
-	n, err := b.ReadCloser.Read(p)
-	if b.left >= 0 {
-		b.left -= int64(n)
-	}
-	if err == io.EOF || (err == nil && b.left == 0) {
-		_ = b.d.SetReadDeadline(time.Time{})
-	}
-	return n, err
-}
-
 type deadlineWriter struct {
 	http.ResponseWriter
 	d       deadliner
 	timeout time.Duration
 	set     *atomic.Int64 // the deadline in force: own, or the connection's
 	own     atomic.Int64
+}
+
+// newDeadlineWriter guards w with send_timeout.
+func newDeadlineWriter(w http.ResponseWriter, d deadliner, r *http.Request, timeout time.Duration) *deadlineWriter {
+	dw := &deadlineWriter{ResponseWriter: w, d: d, timeout: timeout}
+	dw.set = &dw.own
+	if cc := clientConnFrom(r); cc != nil && r.ProtoMajor == 1 {
+		dw.set = &cc.writeDeadline
+	}
+	return dw
 }
 
 func (w *deadlineWriter) Write(p []byte) (int, error) {

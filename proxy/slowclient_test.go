@@ -8,6 +8,8 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -184,5 +186,84 @@ func TestSlowClientGuardsCanBeDisabled(t *testing.T) {
 	}
 	if string(body) != "ab" {
 		t.Errorf("got %q, want \"ab\"", body)
+	}
+}
+
+// Slowloris: many connections trickling their headers, reconnecting as soon
+// as they are cut off, do not keep normal traffic from being served.
+func TestSlowlorisDoesNotStarveNormalTraffic(t *testing.T) {
+	const slowConns, duration = 300, 2500 * time.Millisecond
+	b := startBackend(t, textHandler("ok"))
+	p := startProxy(t, "[server]\nread_header_timeout = \"1s\"\n"+poolConfig("", b.URL), nil)
+
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var cut atomic.Int64 // slow connections the proxy closed
+	for range slowConns {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				conn, err := net.DialTimeout("tcp", p.Addr, time.Second)
+				if err != nil {
+					continue
+				}
+				_, _ = io.WriteString(conn, "GET / HTTP/1.1\r\nHost: x.test\r\nX-Slow: ")
+				for closed := false; !closed; {
+					select {
+					case <-stop:
+						_ = conn.Close()
+						return
+					case <-time.After(100 * time.Millisecond):
+						if _, err := conn.Write([]byte("a")); err != nil {
+							closed = true
+							cut.Add(1)
+						}
+					}
+				}
+				_ = conn.Close()
+			}
+		})
+	}
+
+	c := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 8}}
+	var ok, failed atomic.Int64
+	deadline := time.Now().Add(duration)
+	var normal sync.WaitGroup
+	for range 4 {
+		normal.Go(func() {
+			for time.Now().Before(deadline) {
+				res, err := c.Get(p.URL + "/")
+				if err != nil {
+					failed.Add(1)
+					continue
+				}
+				_, _ = io.Copy(io.Discard, res.Body)
+				res.Body.Close()
+				if res.StatusCode == http.StatusOK {
+					ok.Add(1)
+				} else {
+					failed.Add(1)
+				}
+			}
+		})
+	}
+	normal.Wait()
+	close(stop)
+	wg.Wait()
+
+	total := ok.Load() + failed.Load()
+	t.Logf("%d slow connections, %d of them cut off; normal traffic: %d of %d requests served", slowConns, cut.Load(), ok.Load(), total)
+	if total < 100 || float64(ok.Load()) < 0.99*float64(total) {
+		t.Errorf("normal traffic: %d of %d requests served, want at least 100 and 99%%", ok.Load(), total)
+	}
+	if cut.Load() == 0 {
+		t.Error("no slow connection was cut off by read_header_timeout")
+	}
+	if n := b.hits.Load(); n != ok.Load() {
+		t.Errorf("backend served %d requests, want only the %d normal ones", n, ok.Load())
 	}
 }

@@ -51,7 +51,7 @@ var errSpeaksH2 = errors.New("backend chose HTTP/2")
 func newTransports(pc *config.Pool, addr string) *transports {
 	conns := &connSet{open: map[*trackedConn]struct{}{}}
 	dial := tcpDialer(pc.DialTimeout.Duration, conns)
-	opts := h1.Options{MaxIdle: pc.MaxIdleConnsPerBackend, IdleTimeout: backendIdleTimeout}
+	opts := h1.Options{MaxIdle: pc.MaxIdleConnsPerBackend, IdleTimeout: backendIdleTimeout, MaxHeaderBytes: pc.MaxResponseHeaderBytes}
 	pool := func(dial dialFunc) *h1.Pool {
 		return h1.NewPool(func(ctx context.Context) (net.Conn, error) { return dial(ctx, "tcp", addr) }, opts)
 	}
@@ -98,6 +98,7 @@ func sameTransport(a, b *config.Pool) bool {
 		a.DialTimeout.Duration == b.DialTimeout.Duration &&
 		a.ResponseHeaderTimeout.Duration == b.ResponseHeaderTimeout.Duration &&
 		a.MaxIdleConnsPerBackend == b.MaxIdleConnsPerBackend &&
+		a.MaxResponseHeaderBytes == b.MaxResponseHeaderBytes &&
 		a.TLSServerName == b.TLSServerName &&
 		a.TLSInsecureSkipVerify == b.TLSInsecureSkipVerify &&
 		a.TLSCAFile == b.TLSCAFile && a.RootCAs.Equal(b.RootCAs)
@@ -190,7 +191,8 @@ func httpTransport(pc *config.Pool, dial dialFunc) *http.Transport {
 		DialContext:           dial,
 		MaxIdleConnsPerHost:   pc.MaxIdleConnsPerBackend,
 		IdleConnTimeout:       backendIdleTimeout,
-		ResponseHeaderTimeout: pc.ResponseHeaderTimeout.Duration,
+		ResponseHeaderTimeout:  pc.ResponseHeaderTimeout.Duration,
+		MaxResponseHeaderBytes: int64(pc.MaxResponseHeaderBytes),
 		// Non-zero, so a client's "Expect: 100-continue" waits for the backend's
 		// answer instead of sending the body at once.
 		ExpectContinueTimeout: continueTimeout,

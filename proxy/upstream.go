@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"io"
 	"log/slog"
 	"time"
 
@@ -100,19 +99,3 @@ type dialError struct{ err error }
 
 func (e dialError) Error() string { return e.err.Error() }
 func (e dialError) Unwrap() error { return e.err }
-
-// trackedBody records whether the request body started to be read, after
-// which it cannot be sent to another backend. Close is a no-op: a transport
-// closes the body when an attempt fails, and a retry still needs it; the
-// inbound body is the server's to close.
-type trackedBody struct {
-	io.ReadCloser
-	read bool
-}
-
-func (t *trackedBody) Read(p []byte) (int, error) {
-	t.read = true
-	return t.ReadCloser.Read(p)
-}
-
-func (t *trackedBody) Close() error { return nil }

@@ -47,6 +47,7 @@ type instance struct {
 	tlsConfig *tls.Config // the HTTPS listener's; each server gets a clone
 	acmeStop  context.CancelFunc
 	slots     map[string]*slot
+	conns     *proxy.ConnLimit                      // max_conns, max_conns_per_ip: the client listeners' sockets share it
 	bound     atomic.Pointer[[]admin.Listener]      // the listeners' addresses, for the admin side
 	handover  map[*proxy.Listener]*struct{ string } // sockets given up, accepting until drain_timeout
 	watch     *watcher
@@ -61,7 +62,7 @@ type instance struct {
 // start puts cfg in force: it binds every listener and starts serving.
 // path is the file cfg came from ("" for the quickstart), for reloads.
 func start(cfg *config.Config, path string, log *slog.Logger, level *slog.LevelVar) (*instance, error) {
-	in := &instance{path: path, log: log, level: level, slots: map[string]*slot{},
+	in := &instance{path: path, log: log, level: level, slots: map[string]*slot{}, conns: proxy.NewConnLimit(log),
 		handover: map[*proxy.Listener]*struct{ string }{}, gens: map[*proxy.Generation]string{}}
 	in.ctx, in.cancel = context.WithCancel(context.Background())
 	in.tlsConfig = in.certs.TLSConfig()

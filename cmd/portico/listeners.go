@@ -175,10 +175,16 @@ func unwrapOp(err error) error {
 // address yet are not refused; then it closes.
 func (in *instance) servePlan(cfg *config.Config, plan *listenerPlan) {
 	next := map[string]*slot{}
+	in.conns.SetLimits(cfg.Server.MaxConns, cfg.Server.MaxConnsPerIP)
 	for _, name := range listenerNames {
 		ln, ok := plan.sockets[name]
 		if !ok {
 			continue
+		}
+		if name == "admin" { // the operator's way in stays open under a flood
+			ln.LimitConns(nil)
+		} else {
+			ln.LimitConns(in.conns)
 		}
 		srv := plan.servers[name]
 		if srv == nil { // same socket, same server settings

@@ -58,6 +58,7 @@ func (in *instance) startMetrics(cfg *config.Config) {
 	m.WatchPools(in.pools)
 	m.WatchCertificates(in.certificates)
 	m.WatchAccessLogDrops(in.accessDropped)
+	m.WatchConnLimit(in.conns.Refused)
 	in.bg.Go(func() { m.Run(in.ctx) }) // closes each second of the dashboard's history
 	in.metrics = m
 }
