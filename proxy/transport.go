@@ -187,10 +187,10 @@ func (c *trackedConn) CloseWrite() error {
 // httpTransport is net/http's transport for HTTP/2 backends.
 func httpTransport(pc *config.Pool, dial dialFunc) *http.Transport {
 	return &http.Transport{
-		Proxy:                 nil, // never route backend traffic through $HTTP_PROXY
-		DialContext:           dial,
-		MaxIdleConnsPerHost:   pc.MaxIdleConnsPerBackend,
-		IdleConnTimeout:       backendIdleTimeout,
+		Proxy:                  nil, // never route backend traffic through $HTTP_PROXY
+		DialContext:            dial,
+		MaxIdleConnsPerHost:    pc.MaxIdleConnsPerBackend,
+		IdleConnTimeout:        backendIdleTimeout,
 		ResponseHeaderTimeout:  pc.ResponseHeaderTimeout.Duration,
 		MaxResponseHeaderBytes: int64(pc.MaxResponseHeaderBytes),
 		// Non-zero, so a client's "Expect: 100-continue" waits for the backend's
