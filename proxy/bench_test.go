@@ -126,38 +126,23 @@ func benchHandler(b *testing.B, h *Handler) {
 // cannedBackend answers every request on a connection with 100 bytes,
 // reading only as far as each request head's end.
 func cannedBackend(b *testing.B) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = ln.Close() })
 	response := []byte("HTTP/1.1 200 OK\r\nServer: canned\r\nContent-Type: text/plain\r\nContent-Length: 100\r\n\r\n" + strings.Repeat("x", 100))
-	go func() {
-		for {
-			c, err := ln.Accept()
+	return serveRaw(b, func(c net.Conn, _ int) {
+		buf := make([]byte, 4096)
+		for n := 0; ; {
+			m, err := c.Read(buf[n:])
 			if err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				buf := make([]byte, 4096)
-				for n := 0; ; {
-					m, err := c.Read(buf[n:])
-					if err != nil {
-						return
-					}
-					n += m
-					if i := bytes.Index(buf[:n], []byte("\r\n\r\n")); i >= 0 {
-						n = copy(buf, buf[i+4:n])
-						if _, err := c.Write(response); err != nil {
-							return
-						}
-					}
+			n += m
+			if i := bytes.Index(buf[:n], []byte("\r\n\r\n")); i >= 0 {
+				n = copy(buf, buf[i+4:n])
+				if _, err := c.Write(response); err != nil {
+					return
 				}
-			}()
+			}
 		}
-	}()
-	return "http://" + ln.Addr().String()
+	}).URL
 }
 
 // discardWriter is a ResponseWriter that keeps only the status.
