@@ -131,10 +131,11 @@ func TestGenerationSwapsUnderLoadFailNothing(t *testing.T) {
 func TestRetiredGenerationSendsGoAway(t *testing.T) {
 	ca := testcert.NewCA(t)
 	l := listen(t)
-	release := make(chan struct{})
+	arrived, release := make(chan struct{}), make(chan struct{})
 	srv := &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if r.URL.Path == "/slow" {
+				close(arrived)
 				<-release
 			}
 			_, _ = io.WriteString(w, r.Proto)
@@ -174,6 +175,7 @@ func TestRetiredGenerationSendsGoAway(t *testing.T) {
 	if body, err := roundTrip("/"); body != "HTTP/2.0" || err != nil {
 		t.Fatalf("before retiring: %q %v", body, err)
 	}
+	<-arrived // in flight when the generation retires, not sent after GOAWAY
 
 	g.Retire()
 	if body, err := roundTrip("/"); body != "HTTP/2.0" || err != nil {
