@@ -59,13 +59,18 @@ func (o *BasicAuth) validate(v *validator, key string) {
 	if strings.ContainsAny(o.Realm, "\"\\\r\n") {
 		v.add(key+".realm", "cannot contain quotes, backslashes or line breaks")
 	}
-	v.optionalHeader(key+".user_header", o.UserHeader)
+	o.UserHeader = v.optionalHeader(key+".user_header", o.UserHeader)
 }
 
-func (v *validator) optionalHeader(key, name string) {
-	if name != "" {
-		v.headerName(key, name)
+// optionalHeader checks a header name that may be left empty and returns
+// it in canonical form: the request's header map is keyed so, and a name
+// in another case would sit beside the client's copy instead of replacing it.
+func (v *validator) optionalHeader(key, name string) string {
+	if name == "" {
+		return ""
 	}
+	v.headerName(key, name)
+	return http.CanonicalHeaderKey(name)
 }
 
 // APIKey is type "api_key": a key, known by its SHA-256, per caller.
@@ -120,7 +125,7 @@ func (o *APIKey) validate(v *validator, key string) {
 	}
 	v.headerName(key+".header", o.Header)
 	o.Header = http.CanonicalHeaderKey(o.Header)
-	v.optionalHeader(key+".user_header", o.UserHeader)
+	o.UserHeader = v.optionalHeader(key+".user_header", o.UserHeader)
 }
 
 // JWT is type "jwt": Bearer tokens verified with one kind of key.

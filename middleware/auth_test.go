@@ -133,3 +133,39 @@ middlewares = ["slow"]
 		}
 	}
 }
+
+// The header that tells the backend who called may be configured in any
+// case: the client's own copies, in whatever case it sent them, never
+// reach the backend beside the one the middleware sets. (A lower-case
+// user_header used to be set beside the client's canonical X-User, and the
+// backend read both, the forged one first.)
+func TestUserHeaderInAnyCaseReplacesTheClients(t *testing.T) {
+	s := start(t, `
+[middlewares.login]
+type = "basic_auth"
+users = { alice = "`+aliceHash+`" }
+user_header = "x-user"
+[middlewares.key]
+type = "api_key"
+keys = { ci = "`+sha("ci-secret")+`" }
+user_header = "x-CALLER"
+[[routes]]
+pool = "p"
+path_prefix = "/login"
+middlewares = ["login"]
+[[routes]]
+pool = "p"
+path_prefix = "/key"
+middlewares = ["key"]
+`)
+	for _, tc := range []struct{ path, cred, header, want string }{
+		{"/login", "Authorization: Basic YWxpY2U6c2VjcmV0", "X-User", "alice"},
+		{"/key", "X-API-Key: ci-secret", "X-Caller", "ci"},
+	} {
+		res, body := get(t, s.URL+tc.path, tc.cred, tc.header+": root", strings.ToLower(tc.header)+": root")
+		s.expect(t, res, body, 200, true)
+		if got := s.be.lastRequest().Header.Values(tc.header); len(got) != 1 || got[0] != tc.want {
+			t.Errorf("%s: backend got %s %q, want only %q", tc.path, tc.header, got, tc.want)
+		}
+	}
+}

@@ -230,7 +230,7 @@ func refuse(w http.ResponseWriter, status int, msg string) {
 
 // setHeader replaces a request header with one value. The client's copies
 // go first, so that a client cannot forge what a middleware tells the
-// backend.
+// backend; name must be canonical, as the header map's keys are.
 func setHeader(h http.Header, name, value string) {
 	h[name] = []string{value}
 }
