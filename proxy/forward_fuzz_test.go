@@ -61,7 +61,7 @@ func FuzzForwardRewrite(f *testing.F) {
 		}
 		got := v.(*http.Request)
 		checkForwarded(t, sent, in.Host, peer, trusted, got)
-		if hasDotSegment(got.URL.Path) || !strings.HasPrefix(got.URL.Path, "/") {
+		if needsCleaning(got.URL.Path) || !strings.HasPrefix(got.URL.Path, "/") {
 			t.Errorf("backend got path %q from %q", got.URL.Path, in.RequestURI)
 		}
 	})

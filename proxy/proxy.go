@@ -238,10 +238,11 @@ func (s *Snapshot) serve(w http.ResponseWriter, d deadliner, r *http.Request, in
 		refuse(w, r, status)
 		return s.unrouted
 	}
-	if hasDotSegment(r.URL.Path) {
-		// Resolve "." and ".." before matching, as nginx does, so that
-		// "/public/../admin" cannot match "/public" and reach a backend
-		// that resolves it to "/admin" behind the route's back.
+	if needsCleaning(r.URL.Path) {
+		// Resolve "." and ".." and merge slashes before matching, as nginx
+		// does, so that neither "/public/../admin" nor "//admin" can miss
+		// the "/admin" route (and its middlewares) and reach a backend that
+		// resolves it to "/admin" behind the route's back.
 		cleanPath(r.URL)
 	}
 	rt := s.routes.match(r.Host, r.URL.Path)
@@ -266,8 +267,13 @@ func (s *Snapshot) serve(w http.ResponseWriter, d deadliner, r *http.Request, in
 	return rt.stats
 }
 
-func hasDotSegment(p string) bool {
+// needsCleaning reports whether a path has a "." or ".." segment or an
+// empty one ("//"), which cleanPath removes.
+func needsCleaning(p string) bool {
 	for i := 0; i < len(p); i++ {
+		if p[i] == '/' && i > 0 && p[i-1] == '/' {
+			return true
+		}
 		if p[i] != '.' || (i > 0 && p[i-1] != '/') {
 			continue
 		}
@@ -282,7 +288,8 @@ func hasDotSegment(p string) bool {
 	return false
 }
 
-// cleanPath resolves dot segments, keeping a trailing slash.
+// cleanPath resolves dot segments and merges slashes, keeping a trailing
+// slash.
 func cleanPath(u *url.URL) {
 	cleaned := path.Clean("/" + u.Path)
 	if strings.HasSuffix(u.Path, "/") && cleaned != "/" {

@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"io"
+	"net/http"
 	"net/url"
 	"testing"
 )
@@ -110,9 +112,13 @@ func TestDotSegments(t *testing.T) {
 		{"/..", true, "/"},
 		{"/a/..", true, "/"},
 		{"/../../etc/passwd", true, "/etc/passwd"},
+		{"//admin", true, "/admin"},
+		{"/a//b/", true, "/a/b/"},
+		{"/a/b//", true, "/a/b/"},
+		{"///", true, "/"},
 	} {
-		if got := hasDotSegment(tc.path); got != tc.dot {
-			t.Errorf("hasDotSegment(%q) = %v, want %v", tc.path, got, tc.dot)
+		if got := needsCleaning(tc.path); got != tc.dot {
+			t.Errorf("needsCleaning(%q) = %v, want %v", tc.path, got, tc.dot)
 		}
 		if tc.dot {
 			u := &url.URL{Path: tc.path, RawPath: tc.path}
@@ -121,5 +127,43 @@ func TestDotSegments(t *testing.T) {
 				t.Errorf("cleanPath(%q) = %q (raw %q), want %q", tc.path, u.Path, u.RawPath, tc.want)
 			}
 		}
+	}
+}
+
+// "//admin/x", and "/%2Fadmin/x", which is the same path once decoded, are
+// routed and forwarded as "/admin/x". Left as sent, they would miss the
+// /admin route and its middlewares, match "/", and reach a backend that
+// merges the slashes (as nginx, Apache and many frameworks do) and serves
+// /admin/x to anyone.
+func TestEmptySegmentsMergedBeforeRouting(t *testing.T) {
+	be := startBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "backend "+r.URL.Path)
+	})
+	p := startProxy(t, `
+[middlewares.nobody]
+type = "ip_filter"
+allow = ["192.0.2.0/24"]
+[pools.p]
+backends = [{ url = "${be}" }]
+[[routes]]
+pool = "p"
+[[routes]]
+path_prefix = "/admin"
+pool = "p"
+middlewares = ["nobody"]
+`, map[string]string{"be": be.URL})
+
+	for _, path := range []string{"/admin/x", "//admin/x", "///admin/x", "/%2Fadmin/x", "/.//admin/x"} {
+		res, body := rawRoundTrip(t, p.Addr, "GET "+path+" HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n")
+		if res.StatusCode != http.StatusForbidden {
+			t.Errorf("GET %s: got %d %q, want 403 from the /admin route's ip_filter", path, res.StatusCode, body)
+		}
+	}
+	if n := be.hits.Load(); n != 0 {
+		t.Errorf("the backend got %d requests for /admin, want none", n)
+	}
+	res, body := rawRoundTrip(t, p.Addr, "GET /public//x HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n")
+	if res.StatusCode != http.StatusOK || body != "backend /public/x" {
+		t.Errorf("GET /public//x: got %d %q, want 200 \"backend /public/x\"", res.StatusCode, body)
 	}
 }
