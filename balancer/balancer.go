@@ -125,11 +125,25 @@ func (b *Backend) SetUsable(usable bool) (changed bool) {
 		}
 		return changed
 	}
+	return b.up(b.checkDetail())
+}
+
+// up clears the active checks' verdict, for reason, and reports whether
+// the backend was down.
+func (b *Backend) up(reason string) (changed bool) {
 	if changed = b.gate.And(^uint32(gateDown))&gateDown != 0; changed {
 		b.startRamp()
-		b.transition("down", "up", b.checkDetail())
+		b.transition("down", "up", reason)
 	}
 	return changed
+}
+
+// Unchecked records that the backend's pool has no active checks any more
+// (a reload removed them): their last probe and verdict no longer stand,
+// so a backend they had taken down comes back, as after a restart.
+func (b *Backend) Unchecked() {
+	b.check.Store(nil)
+	b.up("active checks removed")
 }
 
 // checkDetail is the last probe's detail: the reason for the active

@@ -273,8 +273,10 @@ func StartAll(pools []*balancer.Pool, cfgs map[string]*config.Pool, log *slog.Lo
 // Update makes the group check the pools of a reloaded configuration. A
 // pool whose health settings did not change keeps its checker, which
 // follows the new pool's backends; a pool whose settings changed gets a new
-// one; checkers of pools that lost their checks or left stop. On an error
-// nothing has changed. Update and Stop are not safe for concurrent use.
+// one; checkers of pools that lost their checks or left stop, and a pool
+// that lost its checks no longer has backends held down by their last
+// verdict. On an error nothing has changed. Update and Stop are not safe
+// for concurrent use.
 func (g *Group) Update(pools []*balancer.Pool, cfgs map[string]*config.Pool) error {
 	for _, p := range pools {
 		pc, ok := cfgs[p.Name()]
@@ -288,9 +290,11 @@ func (g *Group) Update(pools []*balancer.Pool, cfgs map[string]*config.Pool) err
 		}
 	}
 	keep := map[string]bool{}
+	var unchecked []*balancer.Pool
 	for _, p := range pools {
 		h := cfgs[p.Name()].Health
 		if h == nil {
+			unchecked = append(unchecked, p)
 			continue
 		}
 		keep[p.Name()] = true
@@ -308,6 +312,13 @@ func (g *Group) Update(pools []*balancer.Pool, cfgs map[string]*config.Pool) err
 		if !keep[name] {
 			c.Stop()
 			delete(g.checkers, name)
+		}
+	}
+	// Once their probes have stopped: nothing would ever bring back a
+	// backend that checks this reload removed had taken down.
+	for _, p := range unchecked {
+		for _, b := range p.Backends() {
+			b.Unchecked()
 		}
 	}
 	return nil

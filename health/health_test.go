@@ -486,3 +486,36 @@ func TestUpdateCarriesProbesAcrossReloads(t *testing.T) {
 		t.Errorf("%d probes after checks were turned off", d)
 	}
 }
+
+// A reload that removes a pool's [health] table leaves no verdict of the
+// checks standing: a backend they had taken down takes traffic again (as
+// it would after a restart with that file) instead of staying down with
+// nothing left to bring it back.
+func TestRemovedChecksReleaseTheirVerdict(t *testing.T) {
+	be := newBackend(t, 0)
+	be.set(answer500)
+	cfg := healthConfig(t, `interval = "20ms", timeout = "20ms"`, be.addr)
+	p1 := poolOf(t, nil, be.addr)
+	g, err := StartAll([]*balancer.Pool{p1}, cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Stop()
+	waitFor(t, "marked down", 5*time.Second, func() bool { return !p1.Backends()[0].Healthy() })
+
+	p2 := poolOf(t, p1, be.addr)
+	if err := g.Update([]*balancer.Pool{p2}, map[string]*config.Pool{"p": {}}); err != nil {
+		t.Fatal(err)
+	}
+	b := p2.Backends()[0]
+	if !b.Healthy() || !b.Usable() {
+		t.Errorf("after its checks were removed the backend is healthy=%v usable=%v, want both", b.Healthy(), b.Usable())
+	}
+	if c := b.State().LastCheck; c != nil {
+		t.Errorf("last check %+v still shown after the checks were removed", *c)
+	}
+	ts := p2.State().Transitions
+	if len(ts) == 0 || ts[len(ts)-1].To != "up" || ts[len(ts)-1].Reason != "active checks removed" {
+		t.Errorf("transitions %+v, want the last one up, because the checks were removed", ts)
+	}
+}
