@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"net/url"
 	"reflect"
 	"slices"
 	"sort"
@@ -256,9 +257,16 @@ func flatten(key string, v reflect.Value, secret bool, out map[string]string) {
 		if v.Kind() == reflect.String { // past a type that prints itself redacted
 			raw = []byte(v.String())
 		}
-		sum := sha256.Sum256(raw)
-		out[key] = `"(secret, sha256 ` + hex.EncodeToString(sum[:4]) + `)"`
+		out[key] = `"` + secretText(raw) + `"`
 		return
+	}
+	if v.Kind() == reflect.String {
+		// A URL's password, whatever the type: redis_url prints itself
+		// without it, but a changed password must still show.
+		if raw := v.String(); withoutPassword(raw) != raw {
+			out[key] = strconv.Quote(withoutPassword(raw))
+			return
+		}
 	}
 	if v.Type().Implements(textMarshaler) {
 		b, _ := v.Interface().(encoding.TextMarshaler).MarshalText()
@@ -315,12 +323,42 @@ func tomlKey(f reflect.StructField) string {
 	return tag
 }
 
+// secretText stands for a secret: a short hash, enough to see that it
+// changed.
+func secretText(raw []byte) string {
+	sum := sha256.Sum256(raw)
+	return "(secret, sha256 " + hex.EncodeToString(sum[:4]) + ")"
+}
+
+// withoutPassword writes a URL's password (scheme://user:password@host) as
+// "xxxxx", followed by its secretText; any other string is left as it is.
+func withoutPassword(s string) string {
+	if !strings.Contains(s, "@") {
+		return s
+	}
+	u, err := url.Parse(s)
+	if err != nil || u.User == nil {
+		return s
+	}
+	p, ok := u.User.Password()
+	if !ok {
+		return s
+	}
+	return u.Redacted() + " " + secretText([]byte(p))
+}
+
+// secretWords are what the names of keys holding credentials contain, in
+// lower case without "-" and "_".
+var secretWords = []string{"password", "passwd", "token", "secret", "apikey", "accesskey", "privatekey", "credential", "authorization", "cookie"}
+
 // isSecretKey recognises keys that hold credentials by their name, so that a
 // new one is hidden even if its field lacks the `secret:"true"` tag; header
-// values set by name (headers.request_set.Authorization) count too.
+// values set by name count too, however written (headers.request_set's
+// Authorization, X-Api-Key, Private-Token).
 func isSecretKey(key string) bool {
 	last := strings.ToLower(key[strings.LastIndexAny(key, ".]")+1:])
-	for _, w := range []string{"password", "passwd", "token", "secret", "api_key", "private_key", "authorization", "cookie"} {
+	last = strings.NewReplacer("-", "", "_", "").Replace(last)
+	for _, w := range secretWords {
 		if strings.Contains(last, w) {
 			return true
 		}

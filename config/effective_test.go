@@ -201,3 +201,56 @@ func TestDiffListsMiddlewares(t *testing.T) {
 		t.Errorf("diff shows a password hash:\n%s", got)
 	}
 }
+
+// Credentials written where no key name says "secret" are hidden too: a
+// header rule's value whose name says what it is however it is spelled
+// (X-Api-Key as well as api_key), and the password of a URL such as
+// jwks_url (user:password@host), which shows as "xxxxx". A change to
+// either still shows as a change.
+func TestSettingsHideHeaderCredentialsAndURLPasswords(t *testing.T) {
+	doc := func(key, token, password string) string {
+		return doc(
+			`[cluster]`,
+			`redis_url = "redis://portico:`+password+`@10.0.0.9:6379/0"`,
+			`[middlewares.upstream]`,
+			`type = "headers"`,
+			`request_set = { X-Api-Key = "`+key+`", Private-Token = "`+token+`", X-Env = "prod" }`,
+			`[middlewares.idp]`,
+			`type = "jwt"`,
+			`jwks_url = "https://portico:`+password+`@idp.example.com/jwks.json"`,
+			`algorithms = ["RS256"]`,
+			`[pools.app]`,
+			`backends = [{ url = "http://10.0.0.1:80" }]`,
+			`[[routes]]`,
+			`pool = "app"`,
+			`middlewares = ["upstream", "idp"]`,
+		)
+	}
+	before := parseOK(t, doc("k-123-secret", "p-789-token", "pw-0987")).Settings()
+	after := parseOK(t, doc("k-124-secret", "p-789-token", "pw-0988")).Settings()
+	js, err := json.Marshal(before)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, secret := range []string{"k-123-secret", "p-789-token", "pw-0987"} {
+		if strings.Contains(string(js), secret) {
+			t.Errorf("settings show %q:\n%s", secret, js)
+		}
+	}
+	mw := before["middlewares"]
+	if got := mw["upstream"]["request_set.X-Env"]; got != `"prod"` {
+		t.Errorf("request_set.X-Env = %s, want \"prod\" as it is", got)
+	}
+	if got := mw["idp"]["jwks_url"]; !strings.Contains(got, "https://portico:xxxxx@idp.example.com/jwks.json") {
+		t.Errorf("jwks_url = %s, want it with the password as xxxxx", got)
+	}
+	got := summaries(Diff(before, after))
+	for _, want := range []string{"request_set.X-Api-Key: ", "jwks_url: ", "redis_url: "} {
+		if !strings.Contains(got, want) {
+			t.Errorf("diff lacks a change of %q:\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, "Private-Token") {
+		t.Errorf("diff shows an unchanged secret as changed:\n%s", got)
+	}
+}
