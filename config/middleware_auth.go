@@ -189,7 +189,7 @@ func (o *JWT) validate(v *validator, key string) {
 	case o.JWKSURL != "":
 		allowed = append(append(append([]string{}, rsaAlgs...), ecdsaAlgs...), ed25519Algs...)
 		if u, err := url.Parse(o.JWKSURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-			v.add(key+".jwks_url", "%q: want an http(s) URL", o.JWKSURL)
+			v.add(key+".jwks_url", "%s: want an http(s) URL", urlText(o.JWKSURL))
 		}
 		v.durationMin(key+".jwks_refresh", o.JWKSRefresh, minJWKSRefresh)
 	}
@@ -271,7 +271,7 @@ func (o *ForwardAuth) defaults(func(string) bool) {
 
 func (o *ForwardAuth) validate(v *validator, key string) {
 	if u, err := url.Parse(o.URL); o.URL == "" || err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		v.add(key+".url", "%q: want the http(s) URL of the auth service, such as \"http://127.0.0.1:9091/verify\"", o.URL)
+		v.add(key+".url", "%s: want the http(s) URL of the auth service, such as \"http://127.0.0.1:9091/verify\"", urlText(o.URL))
 	}
 	v.positive(key+".timeout", o.Timeout)
 	for name, list := range map[string][]string{"request_headers": o.RequestHeaders, "response_headers": o.ResponseHeaders} {
@@ -279,4 +279,17 @@ func (o *ForwardAuth) validate(v *validator, key string) {
 			v.headerName(key+"."+name+"["+strconv.Itoa(i)+"]", h)
 		}
 	}
+}
+
+// urlText quotes a URL for a problem without its password, which a
+// problem must not show: problems are printed, logged and returned by the
+// admin API.
+func urlText(s string) string {
+	if u, err := url.Parse(s); err == nil {
+		return strconv.Quote(u.Redacted())
+	}
+	if strings.Contains(s, "@") {
+		return "(a URL that cannot be parsed)"
+	}
+	return strconv.Quote(s)
 }

@@ -8,6 +8,7 @@ import (
 	"encoding/pem"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -230,5 +231,31 @@ func TestJWTPublicKeyFile(t *testing.T) {
 	_, err := Parse([]byte(doc(tail(`[middlewares.j]`, `type = "jwt"`, `public_key_file = "`+path+`"`, `algorithms = ["RS256"]`)...)), "test.toml")
 	if diff := checkProblems(problemsOf(t, err), []want{{4, "middlewares.j.algorithms[0]", "it takes ES256, ES384, ES512"}}); diff != "" {
 		t.Error(diff)
+	}
+}
+
+// A URL that is refused is named without its password: problems are
+// printed, logged and returned by the admin API.
+func TestURLProblemsHidePasswords(t *testing.T) {
+	_, err := Parse([]byte(doc(tail(
+		`[middlewares.f]`,
+		`type = "forward_auth"`,
+		`url = "ftp://gate:pw-forward-1@auth/verify"`,
+		`[middlewares.j]`,
+		`type = "jwt"`,
+		`jwks_url = "ftp://idp:pw-jwks-2@idp/jwks.json"`,
+		`algorithms = ["RS256"]`,
+	)...)), "test.toml")
+	ps := problemsOf(t, err)
+	if diff := checkProblems(ps, []want{
+		{3, "middlewares.f.url", `"ftp://gate:xxxxx@auth/verify": want the http(s) URL`},
+		{6, "middlewares.j.jwks_url", `"ftp://idp:xxxxx@idp/jwks.json": want an http(s) URL`},
+	}); diff != "" {
+		t.Error(diff)
+	}
+	for _, secret := range []string{"pw-forward-1", "pw-jwks-2"} {
+		if strings.Contains(ps.Error(), secret) {
+			t.Errorf("problems show the password %s:\n%v", secret, ps)
+		}
 	}
 }

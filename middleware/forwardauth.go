@@ -22,6 +22,7 @@ import (
 // answers too late means 503: the gate stays closed.
 type forwardAuth struct {
 	url       string
+	shown     string // url without its password, for the log
 	timeout   time.Duration
 	reqHdrs   []string
 	respHdrs  []string
@@ -55,6 +56,7 @@ func newForwardAuth(name string, o *config.ForwardAuth, env Env, prior any) (Mid
 	}
 	return &forwardAuth{
 		url:       o.URL,
+		shown:     shownURL(o.URL),
 		timeout:   o.Timeout.Duration,
 		reqHdrs:   canonical(o.RequestHeaders),
 		respHdrs:  canonical(o.ResponseHeaders),
@@ -108,7 +110,7 @@ func (fa *forwardAuth) Wrap(next http.Handler, _ string) http.Handler {
 				return // the client left; nobody to answer
 			}
 			fa.down.Inc()
-			fa.log.Warn("auth service unavailable", "request_id", requestIDOf(r), "url", fa.url, "err", err)
+			fa.log.Warn("auth service unavailable", "request_id", requestIDOf(r), "url", fa.shown, "err", err)
 			w.Header().Set("Retry-After", "1")
 			refuse(w, http.StatusServiceUnavailable, "authentication service unavailable")
 			return

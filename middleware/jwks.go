@@ -27,6 +27,7 @@ import (
 // identity provider. A failed fetch keeps the keys it had.
 type jwks struct {
 	url     string
+	shown   string // url without its password, for the log
 	client  *http.Client
 	now     func() time.Time
 	log     *slog.Logger
@@ -51,6 +52,7 @@ const (
 func newJWKS(url string, refresh time.Duration, now func() time.Time, log *slog.Logger) *jwks {
 	j := &jwks{
 		url:    url,
+		shown:  shownURL(url),
 		client: &http.Client{Timeout: jwksTimeout},
 		now:    now,
 		log:    log,
@@ -116,11 +118,11 @@ func (j *jwks) fetch() {
 	j.last = j.now()
 	keys, err := j.get()
 	if err != nil {
-		j.log.Warn("fetching JWKS failed; keeping the keys held", "url", j.url, "keys", len(*j.keys.Load()), "err", err)
+		j.log.Warn("fetching JWKS failed; keeping the keys held", "url", j.shown, "keys", len(*j.keys.Load()), "err", err)
 		return
 	}
 	j.keys.Store(&keys)
-	j.log.Debug("JWKS fetched", "url", j.url, "keys", len(keys))
+	j.log.Debug("JWKS fetched", "url", j.shown, "keys", len(keys))
 }
 
 func (j *jwks) get() (map[string]jwk, error) {

@@ -8,15 +8,19 @@ import (
 	"crypto/rsa"
 	"encoding/base64"
 	"encoding/json"
+	"log/slog"
 	"math/big"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/portico/portico/internal/testlog"
 )
 
 // jwksServer serves a key set that a test can replace, counting fetches.
@@ -125,5 +129,39 @@ func TestParseJWKSSkipsUnusableKeys(t *testing.T) {
 	keys, err := parseJWKS(bytes.NewReader(b))
 	if err != nil || len(keys) != 1 || keys["sig"].key == nil {
 		t.Fatalf("keys %v, err %v; want only the EC signature key", keys, err)
+	}
+}
+
+// An identity provider's JWKS URL, or an auth service's URL, may carry a
+// password (https://user:password@host/...): the log lines about failing
+// to reach them name the URL without it.
+func TestURLPasswordsStayOutOfTheLog(t *testing.T) {
+	down := httptest.NewServer(http.NotFoundHandler())
+	down.Close()
+	host := strings.TrimPrefix(down.URL, "http://")
+	var logs testlog.Buffer
+	env := Env{Log: slog.New(slog.NewTextHandler(&logs, nil))}
+	buildOne(t, `
+[middlewares.m]
+type = "jwt"
+jwks_url = "http://idp:pw-jwks-0987@`+host+`/jwks.json"
+algorithms = ["RS256"]
+`, env)
+	_, fa := buildOne(t, `
+[middlewares.m]
+type = "forward_auth"
+url = "http://gate:pw-auth-6543@`+host+`/verify"
+`, env)
+	serve(fa.Wrap(ok, "r"), httptest.NewRequest("GET", "/", nil), "192.0.2.1")
+	out := logs.String()
+	for _, want := range []string{"fetching JWKS failed", "auth service unavailable", "idp:xxxxx@", "gate:xxxxx@"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("log lacks %q:\n%s", want, out)
+		}
+	}
+	for _, secret := range []string{"pw-jwks-0987", "pw-auth-6543"} {
+		if strings.Contains(out, secret) {
+			t.Errorf("log shows the password %s:\n%s", secret, out)
+		}
 	}
 }

@@ -22,6 +22,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"reflect"
 	"sync/atomic"
 	"time"
@@ -241,4 +242,13 @@ func requestIDOf(r *http.Request) string {
 		return info.RequestID
 	}
 	return ""
+}
+
+// shownURL is a URL as log lines show it: with "xxxxx" for a password
+// (https://user:password@host/...).
+func shownURL(raw string) string {
+	if u, err := url.Parse(raw); err == nil {
+		return u.Redacted()
+	}
+	return raw
 }
