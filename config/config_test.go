@@ -241,6 +241,7 @@ func TestParseTrustedProxiesAcceptsCIDRsAndBareAddresses(t *testing.T) {
 		`  "::1",`,
 		`  "2001:db8::/32",`,
 		`  "::ffff:198.51.100.7",`,
+		`  "::ffff:172.16.0.0/108",`,
 		`]`,
 		`[pools.app]`,
 		`backends = [{ url = "http://10.0.0.1:8080" }]`,
@@ -254,6 +255,9 @@ func TestParseTrustedProxiesAcceptsCIDRsAndBareAddresses(t *testing.T) {
 		netip.MustParsePrefix("::1/128"),
 		netip.MustParsePrefix("2001:db8::/32"),
 		netip.MustParsePrefix("198.51.100.7/32"), // IPv4-mapped address unmapped
+		// An IPv4-mapped prefix too: client addresses are compared unmapped,
+		// so left mapped it would never match.
+		netip.MustParsePrefix("172.16.0.0/12"),
 	}
 	got := cfg.Server.Trusted
 	if len(got) != len(want) {

@@ -134,17 +134,7 @@ func (v *validator) server(s *Server) (httpsOK bool) {
 		v.add("server.max_header_count", "must be at least 1, got %d", s.MaxHeaderCount)
 	}
 	v.connLimits(s)
-	s.Trusted = s.Trusted[:0]
-	for i, cidr := range s.TrustedProxies {
-		key := "server.trusted_proxies[" + strconv.Itoa(i) + "]"
-		if p, err := netip.ParsePrefix(cidr); err == nil {
-			s.Trusted = append(s.Trusted, p.Masked())
-		} else if a, err := netip.ParseAddr(cidr); err == nil {
-			s.Trusted = append(s.Trusted, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
-		} else {
-			v.add(key, "invalid CIDR %q: want an address or prefix, such as \"10.0.0.0/8\"", cidr)
-		}
-	}
+	s.Trusted = v.prefixes("server.trusted_proxies", s.TrustedProxies)
 	if s.RedirectHTTP && s.HTTPSAddr == "" {
 		v.add("server.redirect_http", "redirecting to HTTPS needs server.https_addr")
 	}
