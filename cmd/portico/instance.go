@@ -95,11 +95,13 @@ func (in *instance) apply(cfg *config.Config) ([]config.Change, error) {
 	snap, err := proxy.NewSnapshot(cfg, in.log, in.snapshotOptions(prevSnap, access)...)
 	if err != nil {
 		in.discardAccessLog(access)
+		in.retainMetrics(in.running.Load())
 		return nil, err
 	}
 	refuse := func(err error) ([]config.Change, error) {
 		snap.Discard()
 		in.discardAccessLog(access)
+		in.retainMetrics(in.running.Load())
 		return nil, err
 	}
 	first := in.handler == nil

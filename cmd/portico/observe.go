@@ -93,10 +93,12 @@ func (in *instance) snapshotOptions(prev *proxy.Snapshot, access *accessLog) []p
 	return opts
 }
 
-// retainMetrics drops the series of what cfg no longer has (routes, pools,
-// backends, middlewares), once it is in force.
+// retainMetrics drops the series of what cfg does not have (routes, pools,
+// backends, middlewares), once it is in force, or, after a refused reload,
+// the series that the refused configuration's snapshot made (cfg is then
+// the one still in force; nil at start: nothing to keep).
 func (in *instance) retainMetrics(cfg *config.Config) {
-	if in.metrics == nil {
+	if in.metrics == nil || cfg == nil {
 		return
 	}
 	k := metrics.Kept{Pools: make(map[string][]string, len(cfg.Pools))}

@@ -42,7 +42,7 @@ access_log = "off"
 // exist and to one whose listener port is taken are each refused and
 // logged with file, line and reason; the previous configuration serves on.
 func TestRefusedReloadsChangeNothing(t *testing.T) {
-	be := startUpstream(t, "b", answer(0))
+	be, other := startUpstream(t, "b", answer(0)), startUpstream(t, "other", answer(0))
 	r := startRig(t, simpleDoc("127.0.0.1:0", "", be))
 	addr := r.in.addrs().http
 	before := r.in.running.Load()
@@ -59,7 +59,7 @@ func TestRefusedReloadsChangeNothing(t *testing.T) {
 		{"syntax error", "[server\nhttp_addr = 1\n", regexp.MustCompile(`portico\.toml:\d+:\d+: syntax: `)},
 		{"pool that does not exist", strings.Replace(simpleDoc("127.0.0.1:0", "", be), `pool = "app"`, `pool = "nope"`, 1),
 			regexp.MustCompile(`portico\.toml:9: routes\[0\]\.pool: no pool named "nope"`)},
-		{"port taken", simpleDoc(taken.Addr().String(), "", be),
+		{"port taken", simpleDoc(taken.Addr().String(), "", be, other),
 			regexp.MustCompile(`portico\.toml:2: server\.http_addr: cannot listen on ` + regexp.QuoteMeta(taken.Addr().String()) + `: bind: address already in use`)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -86,6 +86,11 @@ func TestRefusedReloadsChangeNothing(t *testing.T) {
 				t.Error("the running configuration was replaced")
 			}
 		})
+	}
+	// Nor did the refused configurations leave metric series behind for
+	// what they would have added.
+	if n := sample(scrape(t, r.in.addrs().admin), "portico_backend_requests_total", "backend", other.addr); n != -1 {
+		t.Errorf("a backend only a refused reload named has portico_backend_requests_total series (sum %v)", n)
 	}
 	// The bind that failed left nothing bound on the way: the good file
 	// reloads, and the taken port was never bound by Portico.
