@@ -101,9 +101,10 @@ func New(tc *config.TLS, log *slog.Logger, opts ...Option) (*Manager, error) {
 // served at once; new hosts are ordered at Start, and removed hosts are no
 // longer served (autocert may still renew one it holds; it never serves
 // it). m serves on, unchanged, until the new manager is stored in Current.
-// The shared store given to New stays.
-func (m *Manager) Next(tc *config.TLS) (*Manager, error) {
-	return build(tc, m, m.log, nil)
+// The shared store given to New stays, unless opts give one (the reload
+// that added [cluster]).
+func (m *Manager) Next(tc *config.TLS, opts ...Option) (*Manager, error) {
+	return build(tc, m, m.log, opts)
 }
 
 func build(tc *config.TLS, prev *Manager, log *slog.Logger, opts []Option) (*Manager, error) {

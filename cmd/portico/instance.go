@@ -110,13 +110,13 @@ func (in *instance) apply(cfg *config.Config) ([]config.Change, error) {
 	}
 	var certs *tlsmgr.Manager
 	if cfg.TLS.Enabled() {
+		var opts []tlsmgr.Option
+		if in.shared != nil { // made by this reload, maybe
+			opts = append(opts, tlsmgr.WithSharedStore(in.shared.Store()))
+		}
 		if cur := in.certs.Load(); cur != nil {
-			certs, err = cur.Next(&cfg.TLS)
+			certs, err = cur.Next(&cfg.TLS, opts...)
 		} else {
-			var opts []tlsmgr.Option
-			if in.shared != nil {
-				opts = append(opts, tlsmgr.WithSharedStore(in.shared.Store()))
-			}
 			certs, err = tlsmgr.New(&cfg.TLS, in.log, opts...)
 		}
 		if err != nil {

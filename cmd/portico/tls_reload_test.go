@@ -3,6 +3,7 @@ package main
 import (
 	"crypto/tls"
 	"fmt"
+	"net"
 	"path/filepath"
 	"testing"
 	"time"
@@ -74,5 +75,47 @@ func TestReloadChangesCertificates(t *testing.T) {
 	}
 	if got := serial("gone.portico.test"); got != "refused" {
 		t.Errorf("removed certificate still served (%s)", got)
+	}
+}
+
+// A reload that adds [cluster] and moves ACME to storage = "redis" puts
+// both in force: the certificates' store is the Redis the same reload
+// connected to. (It used to be refused with "tls.acme.storage = "redis"
+// needs [cluster]", [cluster] and all.) Neither the CA nor Redis need
+// answer for that: orders and Redis calls are retried in the background.
+func TestReloadAddsClusterStorage(t *testing.T) {
+	closed := func() string {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		return ln.Addr().String()
+	}
+	// storage = "dir" with its cache_dir, or "redis" with [cluster].
+	doc := func(storage string) string {
+		return fmt.Sprintf(`[server]
+http_addr = "127.0.0.1:0"
+https_addr = "127.0.0.1:0"
+admin_addr = "off"
+shutdown_timeout = "2s"
+[log]
+access_log = "off"
+[tls.acme]
+enabled = true
+email = "ops@portico.test"
+directory = "https://%s/directory"
+%s
+[pools.app]
+backends = [{ url = "http://%s" }]
+[[routes]]
+host = "app.portico.test"
+pool = "app"
+`, closed(), storage, closed())
+	}
+	r := startRig(t, doc(fmt.Sprintf("storage = \"dir\"\ncache_dir = %q", t.TempDir())))
+	r.reload(doc(fmt.Sprintf("storage = \"redis\"\n[cluster]\nredis_url = \"redis://%s/0\"", closed())))
+	if got := r.in.running.Load().TLS.ACME.Storage; got != "redis" {
+		t.Errorf("storage %q in force after the reload, want redis", got)
 	}
 }
