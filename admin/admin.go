@@ -37,10 +37,13 @@ type Options struct {
 	// POST /api/reload (config.go).
 	Reload func() ReloadResult
 
-	// Token, when set, is required on every path but /healthz and /readyz.
-	Token string
-	// Pprof serves Go's profiles under /debug/pprof/.
-	Pprof bool
+	// Token returns the admin token in force: when it is set, every path
+	// but /healthz and /readyz needs it. Pprof reports whether Go's
+	// profiles are served under /debug/pprof/. Both are read per request,
+	// so that a reload that changes them holds on connections opened
+	// before it too. Nil: no token, no profiles.
+	Token func() string
+	Pprof func() bool
 }
 
 // Listener is one bound listener, for the status page.
@@ -80,12 +83,17 @@ func Handler(o Options) http.Handler {
 			writeJSON(w, http.StatusOK, o.Metrics.History(r.URL.Query().Get("route")))
 		})
 	}
-	if o.Pprof {
-		private.HandleFunc("/debug/pprof/", pprof.Index)
-		private.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		private.HandleFunc("/debug/pprof/trace", pprof.Trace)
-		private.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		private.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	for path, h := range map[string]http.HandlerFunc{
+		"/debug/pprof/": pprof.Index, "/debug/pprof/profile": pprof.Profile, "/debug/pprof/trace": pprof.Trace,
+		"/debug/pprof/symbol": pprof.Symbol, "/debug/pprof/cmdline": pprof.Cmdline,
+	} {
+		private.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
+			if o.Pprof == nil || !o.Pprof() {
+				http.NotFound(w, r)
+				return
+			}
+			h(w, r)
+		})
 	}
 
 	mux := http.NewServeMux()
@@ -102,16 +110,21 @@ func Handler(o Options) http.Handler {
 	return mux
 }
 
-// requireToken lets through requests that carry the token, as
+// requireToken lets through requests that carry the token in force, as
 // "Authorization: Bearer TOKEN" (Prometheus, curl) or as the password of
 // HTTP Basic authentication, which is what a browser can send for a page.
 // Comparing digests keeps the time taken independent of the token.
-func requireToken(token string, next http.Handler) http.Handler {
-	if token == "" {
+func requireToken(token func() string, next http.Handler) http.Handler {
+	if token == nil {
 		return next
 	}
-	want := sha256.Sum256([]byte(token))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		t := token()
+		if t == "" {
+			next.ServeHTTP(w, r)
+			return
+		}
+		want := sha256.Sum256([]byte(t))
 		got, ok := credentials(r)
 		sum := sha256.Sum256([]byte(got))
 		if !ok || subtle.ConstantTimeCompare(sum[:], want[:]) != 1 {

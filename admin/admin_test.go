@@ -88,8 +88,8 @@ func TestTokenGuardsEveryPathButProbes(t *testing.T) {
 	const token = "0123456789abcdef-token"
 	var ready Readiness
 	ready.Set(true)
-	h := Handler(Options{Token: token, Ready: &ready, Pools: func() []*balancer.Pool { return nil },
-		Metrics: metrics.New("test"), Pprof: true})
+	h := Handler(Options{Token: func() string { return token }, Ready: &ready, Pools: func() []*balancer.Pool { return nil },
+		Metrics: metrics.New("test"), Pprof: func() bool { return true }})
 	for _, path := range []string{"/healthz", "/readyz"} {
 		if rec := request(t, h, path); rec.Code != 200 {
 			t.Errorf("GET %s without a token = %d, want 200", path, rec.Code)
@@ -126,7 +126,7 @@ func TestPprofOnlyWhenAsked(t *testing.T) {
 	if code, _ := get(t, Handler(Options{}), "/debug/pprof/"); code != 404 {
 		t.Errorf("GET /debug/pprof/ by default = %d, want 404", code)
 	}
-	if code, body := get(t, Handler(Options{Pprof: true}), "/debug/pprof/"); code != 200 || !strings.Contains(body, "goroutine") {
+	if code, body := get(t, Handler(Options{Pprof: func() bool { return true }}), "/debug/pprof/"); code != 200 || !strings.Contains(body, "goroutine") {
 		t.Errorf("GET /debug/pprof/ with admin_pprof = %d, want the profile index", code)
 	}
 }

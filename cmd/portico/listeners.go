@@ -248,12 +248,9 @@ func (in *instance) handOver(name string, s *slot, drain time.Duration) {
 // HTTPS port it redirects to.
 func serverSpec(name string, cfg *config.Config, httpsPort string) any {
 	if name == "admin" {
-		type admin struct {
-			readHeader time.Duration
-			token      config.Secret
-			pprof      bool
-		}
-		return admin{cfg.Server.ReadHeaderTimeout.Duration, cfg.Server.AdminToken, cfg.Server.AdminPprof}
+		// The token and admin_pprof are read per request (adminOptions).
+		type admin struct{ readHeader, idle time.Duration }
+		return admin{cfg.Server.ReadHeaderTimeout.Duration, cfg.Server.IdleTimeout.Duration}
 	}
 	type spec struct {
 		server    config.Server
@@ -276,7 +273,10 @@ func serverSpec(name string, cfg *config.Config, httpsPort string) any {
 func (in *instance) newServer(name string, cfg *config.Config, httpsPort string) (*http.Server, error) {
 	switch name {
 	case "admin":
-		return &http.Server{Handler: admin.Handler(in.adminOptions(cfg)), ReadHeaderTimeout: cfg.Server.ReadHeaderTimeout.Duration}, nil
+		// An idle timeout, so that a retired admin server's idle
+		// connections end too.
+		return &http.Server{Handler: admin.Handler(in.adminOptions()), ReadHeaderTimeout: cfg.Server.ReadHeaderTimeout.Duration,
+			IdleTimeout: cfg.Server.IdleTimeout.Duration}, nil
 	case "https":
 		return proxy.NewTLSServer(&cfg.Server, in.handler, in.tlsConfig.Clone(), in.log)
 	}

@@ -17,27 +17,38 @@ import (
 // startTime is when the process started, for uptime.
 var startTime = time.Now()
 
-// adminOptions wires what the admin listener of cfg shows to the running
-// parts, read per request so that it always shows what is in force: the
-// configuration, the snapshot's pools, the listeners, the certificates, the
-// metrics. Metrics read the same state at scrape time.
-func (in *instance) adminOptions(cfg *config.Config) admin.Options {
+// adminOptions wires what the admin listener shows to the running parts,
+// read per request so that it always shows what is in force: the
+// configuration (admin_token and admin_pprof included), the snapshot's
+// pools, the listeners, the certificates, the metrics. Metrics read the
+// same state at scrape time.
+func (in *instance) adminOptions() admin.Options {
 	return admin.Options{
 		Version:      versionString(),
 		Started:      startTime,
 		Config:       func() *config.Config { return in.running.Load() },
 		Pools:        in.pools,
-		Listeners:    func() []admin.Listener { return *in.bound.Load() },
+		Listeners:    in.listeners,
 		Certificates: in.certificates,
 		Metrics:      in.metrics,
 		Ready:        &in.ready,
-		Token:        string(cfg.Server.AdminToken),
-		Pprof:        cfg.Server.AdminPprof,
+		Token:        func() string { return string(in.running.Load().Server.AdminToken) },
+		Pprof:        func() bool { return in.running.Load().Server.AdminPprof },
 		Reload:       func() admin.ReloadResult { return in.reload("admin API") },
 	}
 }
 
 func (in *instance) pools() []*balancer.Pool { return in.handler.Snapshot().Pools() }
+
+// listeners are the bound listeners; none until the first configuration's
+// are all serving (the admin listener, set up last, may take a request
+// just before they are recorded).
+func (in *instance) listeners() []admin.Listener {
+	if b := in.bound.Load(); b != nil {
+		return *b
+	}
+	return nil
+}
 
 // certificates lists those of the manager in service; none without HTTPS.
 func (in *instance) certificates() []tlsmgr.CertInfo {
