@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"encoding/json"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -10,7 +11,9 @@ import (
 
 	"github.com/portico/portico/accesslog"
 	"github.com/portico/portico/config"
+	"github.com/portico/portico/internal/promtest"
 	"github.com/portico/portico/internal/testlog"
+	"github.com/portico/portico/metrics"
 )
 
 // Every request gets an access-log line once its answer is complete:
@@ -99,6 +102,68 @@ pool = "down"
 	// The access log shows the path the client asked for, not the rewrite.
 	if got[4]["path"] != "/v1/x" {
 		t.Errorf("rewritten request logged as %v", got[4]["path"])
+	}
+}
+
+// A response cut short (the backend closed mid-body, so the proxy breaks
+// the client's connection rather than pass a truncated body off as whole)
+// still gets its access-log line and is counted in the metrics, with the
+// bytes that went out. (The abort used to unwind past both.)
+func TestAbortedResponseIsLoggedAndCounted(t *testing.T) {
+	be := startBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		conn, bw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		_, _ = bw.WriteString("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this")
+		_ = bw.Flush()
+		_ = conn.Close()
+	})
+	cfg := parseConfig(t, `
+[pools.p]
+backends = [{ url = "${be}" }]
+retries = 0
+[[routes]]
+name = "cut"
+pool = "p"
+`, map[string]string{"be": be.URL})
+	var lines testlog.Buffer
+	access := accesslog.New(&lines, accesslog.JSON, false, nil)
+	m := metrics.New("test")
+	snap, err := NewSnapshot(cfg, discardLog, WithAccessLog(access), WithMetrics(m))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer snap.Close()
+	front := httptest.NewServer(NewHandler(snap))
+	defer front.Close()
+	// The head may still be in the server's buffer when the connection
+	// breaks: the client sees the break at once, or in the body.
+	res, err := newClient(t).Do(newRequest(t, http.MethodGet, front.URL+"/cut", nil))
+	if err == nil {
+		_, err = io.ReadAll(res.Body)
+		res.Body.Close()
+	}
+	if err == nil {
+		t.Error("the client read a truncated body as a whole one")
+	}
+	waitNoInFlight(t, snap)
+	_ = access.Close()
+
+	var line map[string]any
+	if err := json.Unmarshal([]byte(lines.String()), &line); err != nil {
+		t.Fatalf("access log %q: %v", lines.String(), err)
+	}
+	if line["path"] != "/cut" || line["route"] != "cut" || line["status"] != 200.0 || line["bytes_out"] != float64(len("only this")) {
+		t.Errorf("access-log line %v, want /cut on route cut, 200, %d bytes out", line, len("only this"))
+	}
+	mfs, err := m.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := promtest.Sum(mfs, "portico_requests_total", "route", "cut"); n != 1 {
+		t.Errorf("portico_requests_total{route=\"cut\"} = %v, want 1", n)
 	}
 }
 

@@ -215,28 +215,34 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		body = newClientBody(inner, d, s.bodyTimeout)
 		inner.Body = body
 	}
-	stats := s.serve(&recorder{ResponseWriter: w, info: info}, d, inner, info, body)
-	if body != nil {
-		body.finish(d, info)
-	}
-	if info.Status == 0 {
-		info.Status = http.StatusOK // a handler that wrote nothing sent an empty 200
-	}
-	stats.Observe(r.Method, info.Status, time.Since(info.Start), info.BytesOut)
-	if s.access != nil {
-		// The original request: its path is what the client asked for,
-		// before a rewrite (dot segments resolved, as routing saw it).
-		s.access.Log(r, info)
-	}
+	stats := s.unrouted
+	// Deferred, so that a response cut short (the forwarder aborts it with
+	// http.ErrAbortHandler, which unwinds to net/http) is logged and
+	// counted too.
+	defer func() {
+		if body != nil {
+			body.finish(d, info)
+		}
+		if info.Status == 0 {
+			info.Status = http.StatusOK // a handler that wrote nothing sent an empty 200
+		}
+		stats.Observe(r.Method, info.Status, time.Since(info.Start), info.BytesOut)
+		if s.access != nil {
+			// The original request: its path is what the client asked for,
+			// before a rewrite (dot segments resolved, as routing saw it).
+			s.access.Log(r, info)
+		}
+	}()
+	s.serve(&recorder{ResponseWriter: w, info: info}, d, inner, info, body, &stats)
 }
 
-// serve answers the request and returns the series it is recorded in:
-// requests refused before routing count as unrouted. body is r's body as
-// ServeHTTP wrapped it, nil without one.
-func (s *Snapshot) serve(w http.ResponseWriter, d deadliner, r *http.Request, info *reqinfo.Info, body *clientBody) *metrics.Route {
+// serve answers the request, setting *stats to the series it is recorded
+// in once it is routed: requests refused before routing count as
+// unrouted. body is r's body as ServeHTTP wrapped it, nil without one.
+func (s *Snapshot) serve(w http.ResponseWriter, d deadliner, r *http.Request, info *reqinfo.Info, body *clientBody, stats **metrics.Route) {
 	if status := s.overLimit(r); status != 0 {
 		refuse(w, r, status)
-		return s.unrouted
+		return
 	}
 	if needsCleaning(r.URL.Path) {
 		// Resolve "." and ".." and merge slashes before matching, as nginx
@@ -248,15 +254,16 @@ func (s *Snapshot) serve(w http.ResponseWriter, d deadliner, r *http.Request, in
 	rt := s.routes.match(r.Host, r.URL.Path)
 	if rt == nil {
 		http.Error(w, "no route for this host and path", http.StatusNotFound)
-		return s.unrouted
+		return
 	}
 	info.Route, info.Pool = rt.name, rt.pool
+	*stats = rt.stats
 	if rt.maxBody > 0 && body != nil {
 		if r.ContentLength > rt.maxBody {
 			s.log.Info("client request body failed", "request_id", info.RequestID, "route", rt.name, "pool", rt.pool, "status", http.StatusRequestEntityTooLarge,
 				"content_length", r.ContentLength, "max_body_bytes", rt.maxBody)
 			refuse(w, r, http.StatusRequestEntityTooLarge)
-			return rt.stats
+			return
 		}
 		body.limit(rt.maxBody)
 	}
@@ -264,7 +271,6 @@ func (s *Snapshot) serve(w http.ResponseWriter, d deadliner, r *http.Request, in
 		w = newDeadlineWriter(w, d, r, s.sendTimeout)
 	}
 	rt.handler.ServeHTTP(w, r)
-	return rt.stats
 }
 
 // needsCleaning reports whether a path has a "." or ".." segment or an
