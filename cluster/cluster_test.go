@@ -225,12 +225,17 @@ func TestFallbackWhenRedisIsSlowOrDown(t *testing.T) {
 		t.Fatal("breaker still closed after 5 failures in a row")
 	}
 	errsBefore := f.errs.get(OpRateLimit)
-	start := time.Now()
+	// None waits out the timeout, as a call to the frozen Redis would
+	// (measured one by one: a sum over 100 decisions is a benchmark on a
+	// busy machine); the error count below shows that none called it.
+	var slowest time.Duration
 	for range 100 {
+		start := time.Now()
 		dl.Allow(client1, time.Now())
+		slowest = max(slowest, time.Since(start))
 	}
-	if took := time.Since(start); took > 50*time.Millisecond {
-		t.Errorf("100 decisions with the breaker open took %v", took)
+	if slowest >= 50*time.Millisecond {
+		t.Errorf("a decision with the breaker open took %v, as long as the timeout", slowest)
 	}
 	if n := f.errs.get(OpRateLimit); n != errsBefore || n != 5 {
 		t.Errorf("%d failed redis calls counted (%d before the breaker), want 5: the breaker stops the calls", n, errsBefore)

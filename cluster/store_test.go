@@ -68,9 +68,14 @@ func TestLockIsExclusiveKeptAliveAndExpiresWhenItsHolderDies(t *testing.T) {
 		t.Fatalf("TryLock after release = %v, %v", l, err)
 	}
 
-	// The holder dies: it stops renewing, and never releases.
+	// The holder dies: it stops renewing, and never releases. What is left
+	// of the lock is at most lock_ttl, by Redis's own clock (a wall-clock
+	// bound on the takeover below would measure how busy the machine is).
 	close(l.done)
 	l.wg.Wait()
+	if left := f.rdb.PTTL(ctx, "portico:lock:acme:app.example.com").Val(); left <= 0 || left > time.Second {
+		t.Errorf("a dead holder's lock expires in %v, want within lock_ttl (1s)", left)
+	}
 	start := time.Now()
 	for {
 		if _, ok, _ := s.TryLock(ctx, "app.example.com"); ok {
@@ -80,8 +85,5 @@ func TestLockIsExclusiveKeptAliveAndExpiresWhenItsHolderDies(t *testing.T) {
 			t.Fatal("a dead holder's lock did not expire")
 		}
 		time.Sleep(50 * time.Millisecond)
-	}
-	if took := time.Since(start); took > 1500*time.Millisecond {
-		t.Errorf("taken over after %v, want within lock_ttl (1s)", took)
 	}
 }

@@ -112,12 +112,18 @@ func TestGenerationSwapsUnderLoadFailNothing(t *testing.T) {
 			}
 		})
 	}
+	// Each generation serves some requests before the next replaces it,
+	// however slow a busy machine makes them.
+	served := func(what string) {
+		from := ok.Load() + failed.Load()
+		waitCond(t, what, func() bool { return ok.Load()+failed.Load() >= from+5 })
+	}
 	for i := 1; i <= 20; i++ {
-		time.Sleep(20 * time.Millisecond)
+		served(fmt.Sprintf("requests before swap %d", i))
 		_, prev := serveGen(t, l, fmt.Sprintf("g%d", i))
 		prev.Retire()
 	}
-	time.Sleep(20 * time.Millisecond)
+	served("requests after the last swap")
 	close(stop)
 	wg.Wait()
 	t.Logf("%d requests across 20 generation swaps, %d failed", ok.Load()+failed.Load(), failed.Load())

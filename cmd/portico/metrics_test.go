@@ -171,6 +171,12 @@ func TestMetricsFamiliesMove(t *testing.T) {
 	waitUntil(t, "the killed backend down", func() bool {
 		return sample(scrape(t, o.addrs.admin), "portico_backend_up", "backend", o.spare.addr) == 0
 	})
+	// Probes come every 100ms from a random start: on a fast run all of
+	// the above takes less, so wait for the one a passing probe must show.
+	passes := max(sample(before, "portico_health_probes_total", "backend", o.web.addr, "result", "pass"), 0)
+	waitUntil(t, "a passing probe of the healthy backend", func() bool {
+		return sample(scrape(t, o.addrs.admin), "portico_health_probes_total", "backend", o.web.addr, "result", "pass") > passes
+	})
 	after := scrape(t, o.addrs.admin)
 	_, body := get(t, "http://"+o.addrs.admin+"/metrics")
 	problems, err := promlint.New(strings.NewReader(body)).Lint()
