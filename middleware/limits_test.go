@@ -11,31 +11,50 @@ import (
 	"github.com/portico/portico/proxy"
 )
 
-// slowBackend holds each request until release is closed.
-func slowRoute(t *testing.T, doc string) (url string, entered chan struct{}, release chan struct{}) {
+// slowSetup is a proxy in front of a backend that holds each request until
+// release is closed; entered gets a value as each request reaches it.
+type slowSetup struct {
+	url              string
+	entered, release chan struct{}
+	h                *proxy.Handler
+	snapshot         func(doc string) *proxy.Snapshot // doc's snapshot, taking over h's
+}
+
+func slowRoute(t *testing.T, doc string) *slowSetup {
 	t.Helper()
-	entered, release = make(chan struct{}, 100), make(chan struct{})
+	s := &slowSetup{entered: make(chan struct{}, 100), release: make(chan struct{})}
 	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		entered <- struct{}{}
+		s.entered <- struct{}{}
 		select {
-		case <-release:
+		case <-s.release:
 		case <-time.After(ioTimeout):
 		}
 		_, _ = w.Write([]byte("backend saw " + r.URL.Path))
 	}))
 	t.Cleanup(be.Close)
-	cfg := parse(t, doc+"\n[pools.p]\nbackends = [{ url = \"${be}\" }]\n", be.URL)
-	snap, err := proxy.NewSnapshot(cfg, discard)
-	if err != nil {
-		t.Fatal(err)
+	s.snapshot = func(doc string) *proxy.Snapshot {
+		t.Helper()
+		cfg := parse(t, doc+"\n[pools.p]\nbackends = [{ url = \"${be}\" }]\n", be.URL)
+		var opts []proxy.Option
+		if s.h != nil {
+			opts = append(opts, proxy.WithPrevious(s.h.Snapshot()))
+		}
+		snap, err := proxy.NewSnapshot(cfg, discard, opts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(snap.Close)
+		return snap
 	}
-	front := httptest.NewServer(proxy.NewHandler(snap))
-	t.Cleanup(func() { front.Close(); snap.Close() })
-	return front.URL, entered, release
+	s.h = proxy.NewHandler(s.snapshot(doc))
+	front := httptest.NewServer(s.h)
+	t.Cleanup(front.Close)
+	s.url = front.URL
+	return s
 }
 
 func TestConcurrencyLimitPerRoute(t *testing.T) {
-	url, entered, release := slowRoute(t, `
+	s := slowRoute(t, `
 [middlewares.two]
 type = "concurrency_limit"
 max = 2
@@ -51,26 +70,26 @@ middlewares = ["two"]
 	var wg sync.WaitGroup
 	for _, p := range []string{"/a", "/a", "/b"} { // /b has its own two slots
 		wg.Go(func() {
-			if res, body := get(t, url+p); res.StatusCode != 200 {
+			if res, body := get(t, s.url+p); res.StatusCode != 200 {
 				t.Errorf("%s: %d %q", p, res.StatusCode, body)
 			}
 		})
-		<-entered
+		<-s.entered
 	}
-	res, body := get(t, url+"/a")
+	res, body := get(t, s.url+"/a")
 	if res.StatusCode != http.StatusServiceUnavailable || res.Header.Get("Retry-After") == "" || strings.HasPrefix(body, "backend") {
 		t.Fatalf("third /a: %d %q Retry-After %q; want 503 with Retry-After", res.StatusCode, body, res.Header.Get("Retry-After"))
 	}
-	close(release)
+	close(s.release)
 	wg.Wait()
-	if res, _ := get(t, url+"/a"); res.StatusCode != 200 {
+	if res, _ := get(t, s.url+"/a"); res.StatusCode != 200 {
 		t.Fatalf("after release: %d", res.StatusCode)
 	}
 }
 
 // With a queue timeout an excess request waits for a slot.
 func TestConcurrencyLimitQueues(t *testing.T) {
-	url, entered, release := slowRoute(t, `
+	s := slowRoute(t, `
 [middlewares.one]
 type = "concurrency_limit"
 max = 1
@@ -81,14 +100,14 @@ pool = "p"
 middlewares = ["one"]
 `)
 	var wg sync.WaitGroup
-	wg.Go(func() { get(t, url+"/", "X-Tenant: a") })
-	<-entered
+	wg.Go(func() { get(t, s.url+"/", "X-Tenant: a") })
+	<-s.entered
 	// Another tenant has its own slot.
-	wg.Go(func() { get(t, url+"/", "X-Tenant: b") })
-	<-entered
+	wg.Go(func() { get(t, s.url+"/", "X-Tenant: b") })
+	<-s.entered
 	done := make(chan int)
 	go func() {
-		res, _ := get(t, url+"/", "X-Tenant: a")
+		res, _ := get(t, s.url+"/", "X-Tenant: a")
 		done <- res.StatusCode
 	}()
 	select {
@@ -96,11 +115,43 @@ middlewares = ["one"]
 		t.Fatalf("queued request answered %d before a slot was free", code)
 	case <-time.After(100 * time.Millisecond):
 	}
-	close(release)
+	close(s.release)
 	if code := <-done; code != 200 {
 		t.Fatalf("queued request: %d, want 200", code)
 	}
 	wg.Wait()
+}
+
+// A reload that keeps a concurrency_limit's options keeps its slots:
+// requests still running on the old snapshot hold theirs, so the new
+// snapshot does not let max more through beside them.
+func TestConcurrencySlotsCarriedAcrossSnapshots(t *testing.T) {
+	doc := `
+[middlewares.one]
+type = "concurrency_limit"
+max = 1
+[[routes]]
+pool = "p"
+middlewares = ["one"]
+`
+	s := slowRoute(t, doc)
+	done := make(chan int, 1)
+	go func() {
+		res, _ := get(t, s.url+"/")
+		done <- res.StatusCode
+	}()
+	<-s.entered
+	s.h.Swap(s.snapshot(doc))
+	if res, body := get(t, s.url+"/"); res.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("a second request on the new snapshot, the first still running on the old: %d %q, want 503", res.StatusCode, body)
+	}
+	close(s.release)
+	if code := <-done; code != 200 {
+		t.Fatalf("the request running across the reload: %d, want 200", code)
+	}
+	if res, _ := get(t, s.url+"/"); res.StatusCode != 200 {
+		t.Errorf("after it ended: %d, want 200 (its slot freed for the new snapshot)", res.StatusCode)
+	}
 }
 
 func TestRateLimitKeys(t *testing.T) {
@@ -151,7 +202,7 @@ middlewares = ["perroute"]
 
 // A new snapshot with the same rate_limit options keeps its buckets (a
 // reload must not hand every client a fresh burst); changed options start
-// afresh. The same holds for concurrency slots.
+// afresh. (Concurrency slots: TestConcurrencySlotsCarriedAcrossSnapshots.)
 func TestStateCarriedAcrossSnapshots(t *testing.T) {
 	doc := func(rate string) string {
 		return `
