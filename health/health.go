@@ -46,14 +46,8 @@ type prober struct {
 // maxBody is how much of a probe's response is searched for expect_body.
 const maxBody = 64 << 10
 
-// Start begins probing every backend of pool as cfg says. Stop ends it.
-func Start(pool *balancer.Pool, cfg *config.Health, log *slog.Logger) (*Checker, error) {
-	if err := checkSettings(pool, cfg); err != nil {
-		return nil, err
-	}
-	return start(pool, cfg, log), nil
-}
-
+// start begins probing every backend of pool as cfg, already checked,
+// says. Stop ends it.
 func start(pool *balancer.Pool, cfg *config.Health, log *slog.Logger) *Checker {
 	timeout := cfg.Timeout.Duration
 	c := &Checker{

@@ -176,7 +176,7 @@ pool = "p"
 	if err != nil {
 		t.Fatal(err)
 	}
-	ch, err := Start(pool, c.Pools["p"].Health, opts.Log)
+	ch, err := startChecker(pool, c.Pools["p"].Health, opts.Log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -338,12 +338,12 @@ func TestStartRejectsUnvalidatedSettings(t *testing.T) {
 	} {
 		h := ok
 		mutate(&h)
-		if c, err := Start(pool, &h, slog.New(slog.DiscardHandler)); err == nil {
+		if c, err := startChecker(pool, &h, slog.New(slog.DiscardHandler)); err == nil {
 			c.Stop()
 			t.Errorf("%s: Start succeeded, want an error", name)
 		}
 	}
-	if _, err := Start(nil, &ok, slog.New(slog.DiscardHandler)); err == nil {
+	if _, err := startChecker(nil, &ok, slog.New(slog.DiscardHandler)); err == nil {
 		t.Error("Start without a pool succeeded")
 	}
 }
@@ -518,4 +518,13 @@ func TestRemovedChecksReleaseTheirVerdict(t *testing.T) {
 	if len(ts) == 0 || ts[len(ts)-1].To != "up" || ts[len(ts)-1].Reason != "active checks removed" {
 		t.Errorf("transitions %+v, want the last one up, because the checks were removed", ts)
 	}
+}
+
+// startChecker checks cfg and starts a checker of pool, as Group.Update
+// does for each pool.
+func startChecker(pool *balancer.Pool, cfg *config.Health, log *slog.Logger) (*Checker, error) {
+	if err := checkSettings(pool, cfg); err != nil {
+		return nil, err
+	}
+	return start(pool, cfg, log), nil
 }

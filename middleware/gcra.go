@@ -187,22 +187,3 @@ func (s *shard[K]) evict(now int64) {
 		delete(s.tats, old)
 	}
 }
-
-// keys counts the keys held, for tests and measurements.
-func (g *gcra) keys() int {
-	if g.ips != nil {
-		return g.ips.len()
-	}
-	return g.strs.len()
-}
-
-func (t *table[K]) len() int {
-	n := 0
-	for i := range t.shards {
-		s := &t.shards[i]
-		s.mu.Lock()
-		n += len(s.tats)
-		s.mu.Unlock()
-	}
-	return n
-}

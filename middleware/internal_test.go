@@ -261,3 +261,22 @@ func TestAuthCacheIsBounded(t *testing.T) {
 		t.Fatalf("%d entries, want at most 50", len(c.entries))
 	}
 }
+
+// keys counts the keys held.
+func (g *gcra) keys() int {
+	if g.ips != nil {
+		return g.ips.len()
+	}
+	return g.strs.len()
+}
+
+func (t *table[K]) len() int {
+	n := 0
+	for i := range t.shards {
+		s := &t.shards[i]
+		s.mu.Lock()
+		n += len(s.tats)
+		s.mu.Unlock()
+	}
+	return n
+}

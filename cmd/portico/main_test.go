@@ -407,3 +407,15 @@ func TestSIGUSR1ReopensAccessLog(t *testing.T) {
 		return err == nil
 	})
 }
+
+// serve runs the proxy until ctx ends, then shuts down gracefully. ready is
+// called once every listener is bound.
+func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ready func(listenAddrs)) error {
+	in, err := start(cfg, "", log, nil)
+	if err != nil {
+		return err
+	}
+	ready(in.addrs())
+	<-ctx.Done()
+	return in.shutdown(nil)
+}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	_ "embed"
 	"fmt"
 	"io"
@@ -97,18 +96,6 @@ func newLogger(lc config.Log, w io.Writer) (*slog.Logger, *slog.LevelVar) {
 }
 
 type listenAddrs struct{ http, https, admin string }
-
-// serve runs the proxy until ctx ends, then shuts down gracefully. ready is
-// called once every listener is bound.
-func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ready func(listenAddrs)) error {
-	in, err := start(cfg, "", log, nil)
-	if err != nil {
-		return err
-	}
-	ready(in.addrs())
-	<-ctx.Done()
-	return in.shutdown(nil)
-}
 
 // quickstart starts two demo backends on loopback and returns the embedded
 // configuration pointed at them.
