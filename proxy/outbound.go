@@ -149,11 +149,14 @@ func (o *outbound) setTarget(in *url.URL, rt *route) {
 }
 
 // cleanQuery re-encodes a query that backends could split differently from
-// Go (";" separators, bad escapes), as ReverseProxy does; nearly every query
-// is returned as it is.
+// Go (";" separators, bad escapes), as ReverseProxy does, and escapes
+// spaces, which an HTTP/2 request may carry in its :path but would split an
+// HTTP/1.1 request line; nearly every query is returned as it is.
 func cleanQuery(q string) string {
 	for i := 0; i < len(q); i++ {
 		switch q[i] {
+		case ' ':
+			return cleanQuery(strings.ReplaceAll(q, " ", "%20"))
 		case ';':
 			return reencodeQuery(q)
 		case '%':
