@@ -161,7 +161,9 @@ func (f *forwarder) readFinalHead(w http.ResponseWriter, o *outbound, c *h1.Conn
 			c.Discard()
 			return nil, errTooMany1xx
 		}
-		relay1xx(w, h.Status, h.Fields)
+		if o.r.ProtoAtLeast(1, 1) { // HTTP/1.0 has no interim responses
+			relay1xx(w, h.Status, h.Fields)
+		}
 		if toContinue && h.Status == http.StatusContinue {
 			return h, nil
 		}
