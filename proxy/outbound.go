@@ -41,6 +41,10 @@ type outbound struct {
 	body   io.Reader
 	cb     *clientBody
 	expect bool // Expect: 100-continue
+	// pending is the sender of a failed attempt, still reading the
+	// client's body: forwarder.ServeHTTP stops it once the failure is
+	// answered.
+	pending *bodySender
 }
 
 // smallBody is the largest request body read whole before the backend is
