@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -215,4 +216,79 @@ func TestBackendAbandonsRequestBody(t *testing.T) {
 			waitNoInFlight(t, p.Snap)
 		})
 	}
+}
+
+// A backend that answers, or fails, before the client has sent its whole
+// body, while the client waits for an answer before it sends more (as a
+// client that streams what it produces does): the answer, or the 502,
+// reaches the client at once, not when the client sends its next bytes or
+// client_body_timeout (60s by default) passes.
+func TestAnswerIsNotHeldForTheRestOfTheBody(t *testing.T) {
+	backends := []struct {
+		name, response string
+		status         int
+		body           string
+	}{
+		{"backend answers early", "HTTP/1.1 403 Forbidden\r\nContent-Length: 9\r\n\r\nforbidden", http.StatusForbidden, "forbidden"},
+		{"backend fails", "garbage\r\n\r\n", http.StatusBadGateway, "bad gateway\n"},
+	}
+	framings := []struct{ name, head string }{
+		{"Content-Length", fmt.Sprintf("Content-Length: %d\r\n\r\n0123456789", 4*smallBody)},
+		{"chunked", "Transfer-Encoding: chunked\r\n\r\na\r\n0123456789\r\n"},
+	}
+	for _, be := range backends {
+		for _, fr := range framings {
+			t.Run(be.name+", "+fr.name, func(t *testing.T) {
+				p := startPool(t, "retries = 0", answeringBackend(t, be.response))
+				conn, br := dialRaw(t, p.Addr)
+				writeRaw(t, conn, "POST /upload HTTP/1.1\r\nHost: h.test\r\n"+fr.head)
+				_ = conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+				res, err := http.ReadResponse(br, nil)
+				if err != nil {
+					t.Fatalf("no answer within 2s while the client waits with its body unfinished: %v", err)
+				}
+				body, err := io.ReadAll(res.Body)
+				if res.StatusCode != be.status || string(body) != be.body || err != nil {
+					t.Errorf("got %d %q (%v), want %d %q", res.StatusCode, body, err, be.status, be.body)
+				}
+				if !res.Close {
+					t.Error("the client connection stays open although its body was not read to its end")
+				}
+				waitNoInFlight(t, p.Snap)
+			})
+		}
+		t.Run(be.name+", HTTP/2 client", func(t *testing.T) {
+			p := startProxy(t, "[server]\nh2c = true\n"+poolConfig("retries = 0", answeringBackend(t, be.response)), nil)
+			tr := &http.Transport{Protocols: new(http.Protocols)}
+			tr.Protocols.SetUnencryptedHTTP2(true)
+			t.Cleanup(tr.CloseIdleConnections)
+			pr, pw := io.Pipe()
+			defer pw.Close()
+			go func() { _, _ = pw.Write([]byte("0123456789")) }() // and no more
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, p.URL+"/upload", pr)
+			res, err := tr.RoundTrip(req)
+			if err != nil {
+				t.Fatalf("no answer within 2s while the client waits with its body unfinished: %v", err)
+			}
+			body, err := io.ReadAll(res.Body)
+			if res.StatusCode != be.status || string(body) != be.body || err != nil {
+				t.Errorf("got %d %q (%v), want %d %q", res.StatusCode, body, err, be.status, be.body)
+			}
+			waitNoInFlight(t, p.Snap)
+		})
+	}
+}
+
+// answeringBackend writes response once it has read a request's head, and
+// reads on without answering anything else.
+func answeringBackend(t *testing.T, response string) string {
+	return startRawBackend(t, func(c net.Conn, br *bufio.Reader) {
+		if _, err := http.ReadRequest(br); err != nil {
+			return
+		}
+		_, _ = io.WriteString(c, response)
+		_, _ = io.Copy(io.Discard, br)
+	}).URL
 }

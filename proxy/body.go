@@ -50,6 +50,7 @@ type clientBody struct {
 const (
 	bodyRead    = 1 << iota // the transport started reading
 	bodyDone                // read to the end
+	bodyStopped             // no longer wanted: see stop
 	statusShift = 8
 )
 
@@ -101,6 +102,9 @@ func (b *clientBody) Read(p []byte) (int, error) {
 	}
 	if b.d != nil {
 		_ = b.d.SetReadDeadline(time.Now().Add(b.timeout))
+		if b.state.Load()&bodyStopped != 0 {
+			_ = b.d.SetReadDeadline(time.Now()) // never undo stop's
+		}
 	}
 	n, err := b.rc.Read(p)
 	if b.room >= 0 {
@@ -122,10 +126,20 @@ func (b *clientBody) Read(p []byte) (int, error) {
 			_ = b.d.SetReadDeadline(time.Time{})
 		}
 		b.state.Or(bodyDone)
-	case err != nil:
+	case err != nil && b.state.Load()&bodyStopped == 0:
 		b.fail(bodyErrorStatus(err))
 	}
 	return n, err
+}
+
+// stop makes a read of the body in progress, and any later one, fail at
+// once, through d (the client's connection or stream): the body is no
+// longer wanted, since the backend answered or failed without it, and
+// the client may hold the rest back until it has the answer. Such a
+// failure is not the client's.
+func (b *clientBody) stop(d deadliner) {
+	b.state.Or(bodyStopped)
+	_ = d.SetReadDeadline(time.Now())
 }
 
 // bodyErrorStatus is the status for a client body that failed with err:

@@ -50,6 +50,9 @@ func (f *forwarder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		panic(http.ErrAbortHandler)
 	default:
 		f.fail(w, r, err)
+		if o.pending != nil {
+			_ = o.pending.stop(w, o.cb)
+		}
 	}
 }
 

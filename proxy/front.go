@@ -2,6 +2,8 @@ package proxy
 
 import (
 	"net/http"
+
+	"github.com/portico/portico/proxy/h1"
 )
 
 // What every request on a client listener passes before it is routed:
@@ -46,10 +48,16 @@ func closeAmbiguousFraming(next http.Handler) http.Handler {
 }
 
 // overLimit returns the status for a request beyond the server's limits on
-// its request-target and header fields, or 0.
+// its request-target and header fields, or with a method that is no token,
+// or 0. net/http refuses such a method in an HTTP/1 request line, but its
+// HTTP/2 server takes any :method without control characters: one with a
+// space would add a second request-target to the line a backend reads.
 func (s *Snapshot) overLimit(r *http.Request) int {
 	if len(r.RequestURI) > maxRequestURI {
 		return http.StatusRequestURITooLong
+	}
+	if r.ProtoMajor != 1 && !h1.ValidFieldName(r.Method) {
+		return http.StatusBadRequest
 	}
 	n := 0
 	for _, vs := range r.Header {

@@ -227,6 +227,24 @@ func TestInterimResponsesRelayed(t *testing.T) {
 	}
 }
 
+// An HTTP/1.0 client knows no interim responses (RFC 9110 §15.2: a server
+// must not send it one): it would take the 103 for its answer and the real
+// one for garbage after it.
+func TestInterimResponsesNotSentToHTTP10Clients(t *testing.T) {
+	rb := startRawBackend(t, func(c net.Conn, br *bufio.Reader) {
+		if _, err := readRequest(br); err != nil {
+			return
+		}
+		_, _ = io.WriteString(c, "HTTP/1.1 103 Early Hints\r\nLink: </app.css>; rel=preload\r\n\r\n"+
+			"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+	})
+	p := startPool(t, "", rb.URL)
+	res, body := rawRoundTrip(t, p.Addr, "GET / HTTP/1.0\r\nHost: hints.test\r\n\r\n")
+	if res.StatusCode != http.StatusOK || body != "ok" {
+		t.Errorf("HTTP/1.0 client's first response: %d %q, want the final 200 \"ok\"", res.StatusCode, body)
+	}
+}
+
 func TestBackendBodyFramings(t *testing.T) {
 	large := strings.Repeat("0123456789abcdef", 64<<10) // 1 MiB
 	cases := []struct {

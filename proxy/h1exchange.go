@@ -98,7 +98,7 @@ func (f *forwarder) exchange(w http.ResponseWriter, o *outbound, c *h1.Conn, b *
 	}
 	if sender != nil {
 		if err != nil {
-			return sender.fail(c, err)
+			return sender.fail(c, o, err)
 		}
 		sender.headSeen(c)
 	}
@@ -108,7 +108,7 @@ func (f *forwarder) exchange(w http.ResponseWriter, o *outbound, c *h1.Conn, b *
 	f.up.answered(b, h.Status, start, info)
 	if h.Status == http.StatusSwitchingProtocols {
 		if sender != nil {
-			sender.wait(c)
+			sender.wait(c, w, o.cb)
 		}
 		return f.tunnel(w, o, c, h, info)
 	}
@@ -131,7 +131,7 @@ func (f *forwarder) exchange(w http.ResponseWriter, o *outbound, c *h1.Conn, b *
 	}
 	err = respond(w, h.Status, body, body.Length() < 0 || isEventStream(hdr), trailers)
 	if sender != nil {
-		sender.wait(c)
+		sender.wait(c, w, o.cb)
 	}
 	if err != nil {
 		return errAborted
@@ -161,7 +161,9 @@ func (f *forwarder) readFinalHead(w http.ResponseWriter, o *outbound, c *h1.Conn
 			c.Discard()
 			return nil, errTooMany1xx
 		}
-		relay1xx(w, h.Status, h.Fields)
+		if o.r.ProtoAtLeast(1, 1) { // HTTP/1.0 has no interim responses
+			relay1xx(w, h.Status, h.Fields)
+		}
 		if toContinue && h.Status == http.StatusContinue {
 			return h, nil
 		}
@@ -253,16 +255,15 @@ func (s *bodySender) headSeen(c *h1.Conn) {
 	_ = c.SetReadDeadline(time.Time{})
 }
 
-// wait ends the sender: a body still being sent when the response is over
+// wait ends the sender once the response is over: a body still being sent
 // is cut off by aborting the connection, which is then not reused.
-func (s *bodySender) wait(c *h1.Conn) {
+func (s *bodySender) wait(c *h1.Conn, w http.ResponseWriter, cb *clientBody) {
 	var err error
 	select {
 	case err = <-s.done:
 	default:
 		c.Abort()
-		err = <-s.done
-		if err == nil {
+		if err = s.stop(w, cb); err == nil {
 			err = errAborted
 		}
 	}
@@ -272,15 +273,41 @@ func (s *bodySender) wait(c *h1.Conn) {
 }
 
 // fail ends the sender after the response failed; the sender's own error,
-// if any, is the cause (a client that stopped sending its body).
-func (s *bodySender) fail(c *h1.Conn, err error) error {
+// if any, is the cause (a client that stopped sending its body). A sender
+// still running is most likely waiting for the client's next bytes: the
+// failure is answered first and the sender stopped after that (o.pending,
+// forwarder.ServeHTTP), or the answer would wait for those bytes. Which of
+// the two failed is then told by the client's body (clientBody.failed).
+func (s *bodySender) fail(c *h1.Conn, o *outbound, err error) error {
 	c.Abort()
-	if serr := <-s.done; serr != nil {
-		var se *h1.SrcError
-		if errors.As(serr, &se) {
-			return serr
-		}
-	}
 	c.Discard()
+	var serr error
+	select {
+	case serr = <-s.done:
+	default:
+		// With the client's side failed or gone, the sender is about to
+		// end, and its error (recorded in o.cb) says whose fault it is.
+		if o.cb != nil && o.r.Context().Err() == nil {
+			o.pending = s
+			return err
+		}
+		serr = <-s.done
+	}
+	if errors.As(serr, new(*h1.SrcError)) {
+		return serr
+	}
 	return err
+}
+
+// stop ends a sender that may be waiting for the client's next bytes, which
+// the client may well hold back until it has the answer (clientBody.stop).
+// Handler then gives net/http its short drain time for the rest of the
+// body, and the response closes the connection (bodyUnfinished). Call it
+// once the connection is aborted, so that the sender cannot block on the
+// backend either.
+func (s *bodySender) stop(w http.ResponseWriter, cb *clientBody) error {
+	if cb != nil && !cb.done() {
+		cb.stop(http.NewResponseController(w))
+	}
+	return <-s.done
 }

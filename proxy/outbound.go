@@ -41,6 +41,10 @@ type outbound struct {
 	body   io.Reader
 	cb     *clientBody
 	expect bool // Expect: 100-continue
+	// pending is the sender of a failed attempt, still reading the
+	// client's body: forwarder.ServeHTTP stops it once the failure is
+	// answered.
+	pending *bodySender
 }
 
 // smallBody is the largest request body read whole before the backend is
@@ -149,11 +153,14 @@ func (o *outbound) setTarget(in *url.URL, rt *route) {
 }
 
 // cleanQuery re-encodes a query that backends could split differently from
-// Go (";" separators, bad escapes), as ReverseProxy does; nearly every query
-// is returned as it is.
+// Go (";" separators, bad escapes), as ReverseProxy does, and escapes
+// spaces, which an HTTP/2 request may carry in its :path but would split an
+// HTTP/1.1 request line; nearly every query is returned as it is.
 func cleanQuery(q string) string {
 	for i := 0; i < len(q); i++ {
 		switch q[i] {
+		case ' ':
+			return cleanQuery(strings.ReplaceAll(q, " ", "%20"))
 		case ';':
 			return reencodeQuery(q)
 		case '%':

@@ -30,7 +30,9 @@ func (f *forwarder) roundTrip(w http.ResponseWriter, o *outbound, b *balancer.Ba
 		Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
 			mu.Lock()
 			defer mu.Unlock()
-			if !done { // the transport may call this until RoundTrip returns
+			// The transport may call this until RoundTrip returns; HTTP/1.0
+			// has no interim responses.
+			if !done && r.ProtoAtLeast(1, 1) {
 				relay1xxHeader(w, code, http.Header(h))
 			}
 			return nil
