@@ -203,15 +203,19 @@ func rawGet(t *testing.T, addr, path string) (*http.Response, string, error) {
 	}
 }
 
-func TestInterimResponsesRelayed(t *testing.T) {
-	rb := startRawBackend(t, func(c net.Conn, br *bufio.Reader) {
+// earlyHintsBackend answers each request with a 103 and then a 200 "ok".
+func earlyHintsBackend(t *testing.T) string {
+	return startRawBackend(t, func(c net.Conn, br *bufio.Reader) {
 		if _, err := readRequest(br); err != nil {
 			return
 		}
 		_, _ = io.WriteString(c, "HTTP/1.1 103 Early Hints\r\nLink: </app.css>; rel=preload\r\n\r\n"+
 			"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-	})
-	p := startPool(t, "", rb.URL)
+	}).URL
+}
+
+func TestInterimResponsesRelayed(t *testing.T) {
+	p := startPool(t, "", earlyHintsBackend(t))
 	conn, br := dialRaw(t, p.Addr)
 	writeRaw(t, conn, "GET / HTTP/1.1\r\nHost: hints.test\r\n\r\n")
 	hints, err := http.ReadResponse(br, nil)
@@ -231,14 +235,7 @@ func TestInterimResponsesRelayed(t *testing.T) {
 // must not send it one): it would take the 103 for its answer and the real
 // one for garbage after it.
 func TestInterimResponsesNotSentToHTTP10Clients(t *testing.T) {
-	rb := startRawBackend(t, func(c net.Conn, br *bufio.Reader) {
-		if _, err := readRequest(br); err != nil {
-			return
-		}
-		_, _ = io.WriteString(c, "HTTP/1.1 103 Early Hints\r\nLink: </app.css>; rel=preload\r\n\r\n"+
-			"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-	})
-	p := startPool(t, "", rb.URL)
+	p := startPool(t, "", earlyHintsBackend(t))
 	res, body := rawRoundTrip(t, p.Addr, "GET / HTTP/1.0\r\nHost: hints.test\r\n\r\n")
 	if res.StatusCode != http.StatusOK || body != "ok" {
 		t.Errorf("HTTP/1.0 client's first response: %d %q, want the final 200 \"ok\"", res.StatusCode, body)
