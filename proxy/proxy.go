@@ -268,7 +268,7 @@ func (s *Snapshot) serve(w http.ResponseWriter, d deadliner, r *http.Request, in
 		body.limit(rt.maxBody)
 	}
 	if d != nil && s.sendTimeout > 0 {
-		w = newDeadlineWriter(w, d, r, s.sendTimeout)
+		w = newDeadlineWriter(w, d, s.sendTimeout)
 	}
 	rt.handler.ServeHTTP(w, r)
 }

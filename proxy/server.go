@@ -47,7 +47,6 @@ func baseServer(sc *config.Server, h http.Handler, log *slog.Logger) *http.Serve
 		ReadHeaderTimeout: sc.ReadHeaderTimeout.Duration,
 		IdleTimeout:       sc.IdleTimeout.Duration,
 		MaxHeaderBytes:    sc.MaxHeaderBytes,
-		ConnContext:       withClientConn,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
 }

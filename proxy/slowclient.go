@@ -1,10 +1,7 @@
 package proxy
 
 import (
-	"context"
-	"net"
 	"net/http"
-	"sync/atomic"
 	"time"
 )
 
@@ -17,33 +14,14 @@ import (
 // client_body_timeout and send_timeout).
 //
 // A write deadline is renewed only once it is older than deadlineSlack: a
-// deadline costs a timer update, and small responses come far more often
-// than that on a keep-alive connection. An HTTP/1 connection keeps the
-// deadline it was given across its requests (clientConn); an HTTP/2 stream
-// has its own.
+// deadline costs a timer update, and a response may be written in many
+// small pieces. Each request sets its own: net/http clears an HTTP/1
+// connection's write deadline after every response.
 
 // deadliner is what both HTTP/1 and HTTP/2 response writers offer.
 type deadliner interface {
 	SetReadDeadline(time.Time) error
 	SetWriteDeadline(time.Time) error
-}
-
-// clientConn is what Portico keeps per client connection: the write
-// deadline now in force on an HTTP/1 connection, in Unix nanoseconds.
-type clientConn struct {
-	writeDeadline atomic.Int64
-}
-
-type clientConnKey struct{}
-
-// withClientConn is the servers' ConnContext: one clientConn per connection.
-func withClientConn(ctx context.Context, _ net.Conn) context.Context {
-	return context.WithValue(ctx, clientConnKey{}, &clientConn{})
-}
-
-func clientConnFrom(r *http.Request) *clientConn {
-	cc, _ := r.Context().Value(clientConnKey{}).(*clientConn)
-	return cc
 }
 
 // deadlineSlack is how stale a write deadline may get before it is renewed:
@@ -55,26 +33,19 @@ type deadlineWriter struct {
 	http.ResponseWriter
 	d       deadliner
 	timeout time.Duration
-	set     *atomic.Int64 // the deadline in force: own, or the connection's
-	own     atomic.Int64
+	set     int64 // the deadline in force, in Unix nanoseconds; 0 before the first write
 }
 
 // newDeadlineWriter guards w with send_timeout.
-func newDeadlineWriter(w http.ResponseWriter, d deadliner, r *http.Request, timeout time.Duration) *deadlineWriter {
-	dw := &deadlineWriter{ResponseWriter: w, d: d, timeout: timeout}
-	dw.set = &dw.own
-	if cc := clientConnFrom(r); cc != nil && r.ProtoMajor == 1 {
-		dw.set = &cc.writeDeadline
-	}
-	return dw
+func newDeadlineWriter(w http.ResponseWriter, d deadliner, timeout time.Duration) *deadlineWriter {
+	return &deadlineWriter{ResponseWriter: w, d: d, timeout: timeout}
 }
 
 func (w *deadlineWriter) Write(p []byte) (int, error) {
 	now := time.Now().UnixNano()
-	if w.set.Load()-now < int64(w.timeout)-deadlineSlack(w.timeout) {
-		d := now + int64(w.timeout)
-		_ = w.d.SetWriteDeadline(time.Unix(0, d))
-		w.set.Store(d)
+	if w.set-now < int64(w.timeout)-deadlineSlack(w.timeout) {
+		w.set = now + int64(w.timeout)
+		_ = w.d.SetWriteDeadline(time.Unix(0, w.set))
 	}
 	return w.ResponseWriter.Write(p)
 }

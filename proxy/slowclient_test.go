@@ -121,38 +121,53 @@ func TestSlowBackendAfterBodyIsNotCutOff(t *testing.T) {
 
 // A client that stops reading a large response is dropped after
 // send_timeout, which closes the backend connection too, so the backend's
-// writes fail instead of blocking forever.
+// writes fail instead of blocking forever. The same holds for a later
+// request on a keep-alive connection, just after a small response (net/http
+// clears the connection's write deadline after each response).
 func TestClientNotReadingIsCutOff(t *testing.T) {
-	backendErr := make(chan error, 1)
-	addr := slowClientProxy(t, func(w http.ResponseWriter, r *http.Request) {
-		chunk := make([]byte, 64<<10)
-		for range 4096 { // 256 MiB: far more than socket buffers hold
-			if _, err := w.Write(chunk); err != nil {
-				backendErr <- err
-				return
+	for _, tc := range []struct {
+		name, requests string
+	}{
+		{"first request", "GET /big HTTP/1.1\r\nHost: x\r\n\r\n"},
+		{"after a small one", "GET /small HTTP/1.1\r\nHost: x\r\n\r\nGET /big HTTP/1.1\r\nHost: x\r\n\r\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			backendErr := make(chan error, 1)
+			addr := slowClientProxy(t, func(w http.ResponseWriter, r *http.Request) {
+				if r.URL.Path == "/small" {
+					_, _ = io.WriteString(w, "small")
+					return
+				}
+				chunk := make([]byte, 64<<10)
+				for range 4096 { // 256 MiB: far more than socket buffers hold
+					if _, err := w.Write(chunk); err != nil {
+						backendErr <- err
+						return
+					}
+				}
+				backendErr <- nil
+			}, `send_timeout = "300ms"`)
+
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
 			}
-		}
-		backendErr <- nil
-	}, `send_timeout = "300ms"`)
+			defer c.Close()
+			fmt.Fprint(c, tc.requests)
+			// Read the first status line, then stop reading.
+			if line, err := bufio.NewReader(c).ReadString('\n'); err != nil || !strings.HasPrefix(line, "HTTP/1.1 200") {
+				t.Fatalf("status line %q, %v", line, err)
+			}
 
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	fmt.Fprint(c, "GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
-	// Read the status line, then stop reading.
-	if line, err := bufio.NewReader(c).ReadString('\n'); err != nil || !strings.HasPrefix(line, "HTTP/1.1 200") {
-		t.Fatalf("status line %q, %v", line, err)
-	}
-
-	select {
-	case err := <-backendErr:
-		if err == nil {
-			t.Fatal("backend wrote 256 MiB to a client that reads nothing")
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("backend still blocked writing after 10s with send_timeout 300ms")
+			select {
+			case err := <-backendErr:
+				if err == nil {
+					t.Fatal("backend wrote 256 MiB to a client that reads nothing")
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("backend still blocked writing after 10s with send_timeout 300ms")
+			}
+		})
 	}
 }
 
