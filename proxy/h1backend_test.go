@@ -390,3 +390,42 @@ func TestSmallRequestSentInOneWrite(t *testing.T) {
 		t.Errorf("backend's first read: %q; want the whole request, head and body", got)
 	}
 }
+
+// A backend connection carries no read deadline from one exchange to the
+// next: a request whose body streams (no deadline is set until the body is
+// sent) on a connection reused after response_header_timeout has passed
+// since its last exchange still gets its answer, whatever that exchange's
+// response was (no body, or a body that had arrived with its head).
+func TestReusedConnectionCarriesNoStaleDeadline(t *testing.T) {
+	for _, first := range []int{http.StatusNoContent, http.StatusOK} {
+		t.Run(http.StatusText(first), func(t *testing.T) {
+			b := startBackend(t, func(w http.ResponseWriter, r *http.Request) {
+				n, _ := io.Copy(io.Discard, r.Body)
+				if r.Method == http.MethodGet {
+					w.WriteHeader(first)
+					if first == http.StatusOK {
+						_, _ = io.WriteString(w, "small")
+					}
+					return
+				}
+				fmt.Fprintf(w, "got %d", n)
+			})
+			p := startPool(t, "retries = 0\nresponse_header_timeout = \"200ms\"", b.URL)
+			c := newClient(t)
+			if res, _ := get(t, c, p.URL+"/", ""); res.StatusCode != first {
+				t.Fatalf("first request: %d", res.StatusCode)
+			}
+			time.Sleep(400 * time.Millisecond) // past the first exchange's deadline
+			// A body the client streams: larger than what is read before
+			// the backend is chosen, of unknown length.
+			body := io.MultiReader(strings.NewReader(strings.Repeat("x", 64<<10)))
+			res, got := do(t, c, newRequest(t, http.MethodPost, p.URL+"/upload", body))
+			if res.StatusCode != http.StatusOK || got != "got 65536" {
+				t.Errorf("streamed POST on the reused connection: %d %q", res.StatusCode, got)
+			}
+			if n := b.conns.Load(); n != 1 {
+				t.Errorf("backend saw %d connections, want 1 (reused)", n)
+			}
+		})
+	}
+}

@@ -112,10 +112,10 @@ func (f *forwarder) exchange(w http.ResponseWriter, o *outbound, c *h1.Conn, b *
 		}
 		return f.tunnel(w, o, c, h, info)
 	}
-	if sender == nil && rht > 0 && c.Body().Length() != 0 {
-		// The body may take longer than a head may; an empty one, or a
-		// deadline left on an idle connection, is harmless: each exchange
-		// sets its own.
+	if sender == nil && rht > 0 && !c.Body().Arrived() {
+		// The body may take longer than a head may. One that has arrived
+		// with its head (a small response) needs no read: the deadline
+		// stays, and the connection's next exchange replaces it.
 		_ = c.SetReadDeadline(time.Time{})
 	}
 
@@ -220,6 +220,9 @@ type bodySender struct {
 }
 
 func startBody(c *h1.Conn, body io.Reader, length int64, r *http.Request, rht time.Duration) *bodySender {
+	// The response head is not due until the body is sent: a deadline the
+	// connection's last exchange left must not cut the wait short.
+	_ = c.SetReadDeadline(time.Time{})
 	s := &bodySender{done: make(chan error, 1), rht: rht}
 	// net/http fills a request's trailers once its body is read to its end.
 	trailer := func() http.Header { return r.Trailer }

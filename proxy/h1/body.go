@@ -81,6 +81,12 @@ func (b *Body) Length() int64 {
 	return -1
 }
 
+// Arrived reports whether the rest of the body is in the connection's
+// buffer, so that reading it to its end reads nothing from the backend.
+func (b *Body) Arrived() bool {
+	return b.err != nil || b.mode == bodyLength && int64(b.c.w-b.c.r) >= b.left
+}
+
 // Done reports whether the body was read to its end cleanly.
 func (b *Body) Done() bool { return b.done }
 

@@ -42,9 +42,13 @@ type Conn struct {
 	// clean: the exchange so far left the connection at a message
 	// boundary in both directions. Anything else (an error, a body not
 	// read to its end, bytes the backend sent unasked) drops it.
-	clean   bool
-	aborted atomic.Bool
-	abort   func() // Abort as a func value, made once per connection
+	clean bool
+	// readDeadline is the read deadline last set; it outlives the exchange
+	// that set it, which is harmless only because every later one that
+	// reads sets its own (or clears it) through SetReadDeadline.
+	readDeadline time.Time
+	aborted      atomic.Bool
+	abort        func() // Abort as a func value, made once per connection
 }
 
 const (
@@ -129,8 +133,14 @@ func (c *Conn) Send(b []byte) error {
 }
 
 // SetReadDeadline bounds the wait for the response head; zero clears it.
-// It never undoes an Abort, whichever of the two comes first.
+// It never undoes an Abort, whichever of the two comes first. Setting the
+// deadline already in force (clearing none) costs nothing, which a timer
+// update would.
 func (c *Conn) SetReadDeadline(t time.Time) error {
+	if t.Equal(c.readDeadline) {
+		return nil
+	}
+	c.readDeadline = t
 	err := c.nc.SetReadDeadline(t)
 	if c.aborted.Load() {
 		_ = c.nc.SetDeadline(aLongTimeAgo)
