@@ -429,3 +429,30 @@ func TestReusedConnectionCarriesNoStaleDeadline(t *testing.T) {
 		})
 	}
 }
+
+// response_header_timeout bounds every exchange on a busy connection, also
+// one that keeps the deadline an exchange just before it set: never less
+// than the timeout, at most a quarter more.
+func TestResponseHeaderTimeoutOnReusedConnection(t *testing.T) {
+	b := startBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/stall" {
+			stall(w, r)
+			return
+		}
+		_, _ = io.WriteString(w, "fast")
+	})
+	p := startPool(t, "retries = 0\nresponse_header_timeout = \"400ms\"", b.URL)
+	c := newClient(t)
+	if res, _ := get(t, c, p.URL+"/fast", ""); res.StatusCode != http.StatusOK {
+		t.Fatalf("first request: %d", res.StatusCode)
+	}
+	start := time.Now()
+	res, _ := get(t, c, p.URL+"/stall", "")
+	took := time.Since(start)
+	if res.StatusCode != http.StatusGatewayTimeout || took < 400*time.Millisecond || took > 900*time.Millisecond {
+		t.Errorf("stalled backend: %d after %v, want 504 after 400ms to 500ms (plus scheduling)", res.StatusCode, took)
+	}
+	if n := b.conns.Load(); n != 1 {
+		t.Errorf("backend saw %d connections, want 1 (reused)", n)
+	}
+}

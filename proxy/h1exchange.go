@@ -90,7 +90,7 @@ func (f *forwarder) exchange(w http.ResponseWriter, o *outbound, c *h1.Conn, b *
 			sender = startBody(c, o.body, o.length, o.r, rht)
 		}
 	} else if rht > 0 {
-		_ = c.SetReadDeadline(time.Now().Add(rht))
+		_ = c.SetReadTimeout(rht)
 	}
 
 	if h == nil {

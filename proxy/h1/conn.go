@@ -148,6 +148,18 @@ func (c *Conn) SetReadDeadline(t time.Time) error {
 	return err
 }
 
+// SetReadTimeout bounds the wait for what is read next to d from now, or
+// up to d/4 (at most a second) more: a deadline set within that slack
+// ago is kept rather than moved, since moving it is a timer update and a
+// busy connection starts exchanges far more often than that.
+func (c *Conn) SetReadTimeout(d time.Duration) error {
+	now := time.Now()
+	if !c.readDeadline.IsZero() && c.readDeadline.Sub(now) >= d {
+		return nil
+	}
+	return c.SetReadDeadline(now.Add(d + min(time.Second, d/4)))
+}
+
 // ErrNoResponse is a reused connection that closed before the first byte
 // of a response: most likely the backend closed it while it was idle, just
 // as the request was sent, so the request may be sent again on another
