@@ -196,6 +196,9 @@ func newGeneration(srv *http.Server, addr net.Addr) *Generation {
 }
 
 func (g *Generation) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.ProtoMajor == 2 {
+		growStack() // a new goroutine per stream (stack.go)
+	}
 	if g.retired.Load() && !httpguts.HeaderValuesContainsToken(r.Header["Connection"], "upgrade") {
 		w.Header().Set("Connection", "close")
 	}
