@@ -39,17 +39,7 @@ Usage:
 Run "portico COMMAND -h" for a command's flags.
 `
 
-// gcPercent is Portico's GC pacing unless GOGC is set. A proxy's live heap
-// is small and its garbage is per request, so the default of 100 collects
-// often: 250 costs about 4% more instructions per request than 400 on
-// h1-small and keeps peak RSS within 1.35 times nginx's there (400: 1.65
-// times); see README, Performance.
-const gcPercent = 250
-
 func main() {
-	if os.Getenv("GOGC") == "" {
-		debug.SetGCPercent(gcPercent)
-	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
