@@ -174,15 +174,12 @@ func echoes(conn net.Conn, br *bufio.Reader, msg string) error {
 // keep connections alive, half open one per request; GETs and POSTs
 // alternate, on two routes.
 type traffic struct {
-	target            atomic.Pointer[string]
-	ok, failed        atomic.Int64
-	followedMove      atomic.Int64 // refused by a port just given up, sent again to the new one
-	mu                sync.Mutex
-	failures          []string
-	stop              chan struct{}
-	wg                sync.WaitGroup
-	byBackendMu       sync.Mutex
-	byBackendAtTheEnd map[string]int
+	target     atomic.Pointer[string]
+	ok, failed atomic.Int64
+	mu         sync.Mutex
+	failures   []string
+	stop       chan struct{}
+	wg         sync.WaitGroup
 }
 
 func startTraffic(t *testing.T, addr string, workers int) *traffic {
