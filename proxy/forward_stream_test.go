@@ -14,21 +14,31 @@ import (
 	"time"
 )
 
-func TestResponseIsStreamed(t *testing.T) {
-	release := make(chan struct{})
-	releaseOnce := sync.OnceFunc(func() { close(release) })
-	t.Cleanup(releaseOnce)
+// gatedBackend answers with first, flushed, and then with second only once
+// release is called: the response cannot end before the client has first.
+func gatedBackend(t *testing.T, header http.Header, first, second string) (url string, release func()) {
+	gate := make(chan struct{})
+	release = sync.OnceFunc(func() { close(gate) })
+	t.Cleanup(release)
 	b := startBackend(t, func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.WriteString(w, "first\n")
+		for k, v := range header {
+			w.Header()[k] = v
+		}
+		_, _ = io.WriteString(w, first)
 		_ = http.NewResponseController(w).Flush()
 		select {
-		case <-release:
+		case <-gate:
 		case <-r.Context().Done():
 			return
 		}
-		_, _ = io.WriteString(w, "second\n")
+		_, _ = io.WriteString(w, second)
 	})
-	p := startPool(t, "", b.URL)
+	return b.URL, release
+}
+
+func TestResponseIsStreamed(t *testing.T) {
+	url, releaseOnce := gatedBackend(t, nil, "first\n", "second\n")
+	p := startPool(t, "", url)
 
 	// The backend cannot finish until the client has the first chunk, so a
 	// proxy that buffered the response would run into the request deadline.
@@ -109,22 +119,9 @@ func TestRequestBodyIsStreamed(t *testing.T) {
 }
 
 func TestServerSentEventsAreNotBuffered(t *testing.T) {
-	release := make(chan struct{})
-	releaseOnce := sync.OnceFunc(func() { close(release) })
-	t.Cleanup(releaseOnce)
-	b := startBackend(t, func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/event-stream")
-		w.Header().Set("Cache-Control", "no-cache")
-		_, _ = io.WriteString(w, "event: greeting\ndata: one\n\n")
-		_ = http.NewResponseController(w).Flush()
-		select {
-		case <-release:
-		case <-r.Context().Done():
-			return
-		}
-		_, _ = io.WriteString(w, "data: two\n\n")
-	})
-	p := startPool(t, "", b.URL)
+	url, releaseOnce := gatedBackend(t, http.Header{"Content-Type": {"text/event-stream"}, "Cache-Control": {"no-cache"}},
+		"event: greeting\ndata: one\n\n", "data: two\n\n")
+	p := startPool(t, "", url)
 
 	res, err := newClient(t).Do(newRequest(t, http.MethodGet, p.URL+"/events", nil))
 	if err != nil {
