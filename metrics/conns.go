@@ -148,7 +148,7 @@ func (c *trackedConn) CloseWrite() error {
 // tracked finds the trackedConn under c: c itself, under TLS, or under
 // net/http's stand-in TLS connection for cleartext HTTP/2.
 func tracked(c net.Conn) *trackedConn {
-	for range 3 {
+	for range 4 {
 		switch v := c.(type) {
 		case *trackedConn:
 			return v
@@ -156,6 +156,8 @@ func tracked(c net.Conn) *trackedConn {
 			c = v.NetConn()
 		case interface{ UnencryptedNetConn() net.Conn }:
 			c = v.UnencryptedNetConn()
+		case interface{ NetConn() net.Conn }:
+			c = v.NetConn() // a cleartext HTTP/2 connection replaying the bytes read past its preface
 		default:
 			return nil
 		}

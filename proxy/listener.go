@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/net/http/httpguts"
+
+	"github.com/portico/portico/proxy/h1"
 )
 
 // Listener is one listening socket, kept across reloads. It accepts in a
@@ -62,7 +64,7 @@ func (l *Listener) Serve(srv *http.Server, wrap func(net.Listener) net.Listener)
 	if g.tls != nil {
 		sl = tls.NewListener(sl, g.tls)
 	}
-	go func() { _ = srv.Serve(sl) }()
+	go func() { _ = g.h1.Serve(sl) }()
 	prev = l.target.Swap(g)
 	if prev != nil {
 		prev.stopAccepting()
@@ -163,7 +165,8 @@ func (l *Listener) deliver(c net.Conn) {
 // connection closed under it. Idle connections are left to the server's
 // idle timeout, as closing one races with a client that just sent on it.
 type Generation struct {
-	srv     *http.Server
+	srv     *http.Server // the settings
+	h1      *h1.Server   // serves them
 	tls     *tls.Config // nil: plain
 	next    http.Handler
 	addr    net.Addr
@@ -183,6 +186,7 @@ func newGeneration(srv *http.Server, addr net.Addr) *Generation {
 	g := &Generation{srv: srv, tls: srv.TLSConfig, next: srv.Handler, addr: addr,
 		conns: make(chan net.Conn), closed: make(chan struct{}), empty: make(chan struct{})}
 	srv.Handler = g
+	g.h1 = h1.NewServer(srv)
 	hook := srv.ConnState
 	srv.ConnState = func(c net.Conn, s http.ConnState) {
 		if s == http.StateClosed || s == http.StateHijacked {
@@ -245,20 +249,20 @@ func (g *Generation) checkEmpty() {
 	}
 }
 
-// Shutdown stops the server gracefully (http.Server.Shutdown): it takes no
+// Shutdown stops the server gracefully (h1.Server.Shutdown): it takes no
 // more connections, idle ones close at once, HTTP/2 clients get GOAWAY, and
 // it returns when the requests running have finished or ctx ends.
 func (g *Generation) Shutdown(ctx context.Context) error {
 	g.Retire()
 	g.stopAccepting()
-	return g.srv.Shutdown(ctx)
+	return g.h1.Shutdown(ctx)
 }
 
 // Close closes every connection of the generation at once.
 func (g *Generation) Close() error {
 	g.Retire()
 	g.stopAccepting()
-	return g.srv.Close()
+	return g.h1.Close()
 }
 
 // genListener is a Generation as the net.Listener its server serves.

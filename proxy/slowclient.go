@@ -15,8 +15,8 @@ import (
 //
 // A write deadline is renewed only once it is older than deadlineSlack: a
 // deadline costs a timer update, and a response may be written in many
-// small pieces. Each request sets its own: net/http clears an HTTP/1
-// connection's write deadline after every response.
+// small pieces. On HTTP/1 the deadline outlives the request, so a busy
+// connection renews it once per slack, not once per request.
 
 // deadliner is what both HTTP/1 and HTTP/2 response writers offer.
 type deadliner interface {
@@ -38,7 +38,15 @@ type deadlineWriter struct {
 
 // newDeadlineWriter guards w with send_timeout.
 func newDeadlineWriter(w http.ResponseWriter, d deadliner, timeout time.Duration) *deadlineWriter {
-	return &deadlineWriter{ResponseWriter: w, d: d, timeout: timeout}
+	dw := &deadlineWriter{ResponseWriter: w, d: d, timeout: timeout}
+	if c, ok := d.(interface{ WriteDeadline() time.Time }); ok {
+		// Portico's HTTP/1 server keeps a write deadline from one request
+		// to the next, so one set by an earlier request may do.
+		if t := c.WriteDeadline(); !t.IsZero() {
+			dw.set = t.UnixNano()
+		}
+	}
+	return dw
 }
 
 func (w *deadlineWriter) Write(p []byte) (int, error) {

@@ -350,7 +350,7 @@ ext:
 // readTrailer reads the trailer section after the last chunk, within the
 // pool's head limit.
 func (b *Body) readTrailer() error {
-	left := b.c.pool.maxHead
+	left := b.c.maxHead
 	for {
 		line, err := b.c.line(left)
 		if err != nil {
@@ -378,5 +378,20 @@ func (b *Body) readTrailer() error {
 		}
 		f.Hop = isHopByHop(f.Name)
 		b.Trailer = append(b.Trailer, f)
+	}
+}
+
+// resetRequest frames a request's body: chunked, by Content-Length, or
+// none, as a request with neither has no body (RFC 9112 §6.3).
+func (b *Body) resetRequest(h *Head) {
+	b.err, b.done, b.left, b.chunk, b.Trailer = nil, false, 0, chunkSize, b.Trailer[:0]
+	switch {
+	case h.Chunked:
+		b.mode = bodyChunked
+	case h.ContentLength > 0:
+		b.mode, b.left = bodyLength, h.ContentLength
+	default:
+		b.mode = bodyNone
+		b.finish()
 	}
 }

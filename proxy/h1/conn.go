@@ -26,7 +26,9 @@ import (
 type Conn struct {
 	nc   net.Conn
 	sock syscall.RawConn // the TCP socket under nc, for the idle check; nil if none
-	pool *Pool
+	pool *Pool           // nil on a server's connection
+	// maxHead bounds a head, and a chunked body's trailer section.
+	maxHead int
 
 	buf  []byte // read buffer: buf[r:w] is received and not yet consumed
 	r, w int
@@ -59,7 +61,7 @@ const (
 )
 
 func newConn(nc net.Conn, p *Pool) *Conn {
-	c := &Conn{nc: nc, pool: p, buf: make([]byte, readBufSize)}
+	c := &Conn{nc: nc, pool: p, maxHead: p.maxHead, buf: make([]byte, readBufSize)}
 	c.sock = rawSocket(nc)
 	c.abort = c.Abort
 	c.body.c = c
@@ -212,12 +214,12 @@ func (c *Conn) headEnd() (int, error) {
 	for {
 		b := c.buf[c.r:c.w]
 		if end := findHeadEnd(b, from); end > 0 {
-			if end > c.pool.maxHead {
+			if end > c.maxHead {
 				return 0, ErrHeadTooLarge
 			}
 			return end, nil
 		}
-		if len(b) > c.pool.maxHead {
+		if len(b) > c.maxHead {
 			return 0, ErrHeadTooLarge
 		}
 		from = max(0, len(b)-2)
@@ -257,7 +259,7 @@ func (c *Conn) fill() error {
 			c.w = copy(c.buf, c.buf[c.r:c.w])
 			c.r = 0
 		} else {
-			nb := make([]byte, min(2*len(c.buf), c.pool.maxHead+readBufSize))
+			nb := make([]byte, min(2*len(c.buf), c.maxHead+readBufSize))
 			if len(nb) == len(c.buf) {
 				return ErrHeadTooLarge
 			}

@@ -171,7 +171,7 @@ func TestMalformedResponses(t *testing.T) {
 		{name: "TE gzip", response: "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", want: errTE},
 		{name: "TE gzip, chunked", response: "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", want: errTE},
 		{name: "TE twice", response: "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", want: errTE},
-		{name: "TE in HTTP/1.0", response: "HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", want: errTE},
+		{name: "TE in HTTP/1.0", response: "HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", want: errTE10},
 		{name: "header block too large", response: "HTTP/1.1 200 OK\r\nX-Big: " + big + "\r\n\r\n", want: ErrHeadTooLarge},
 		{name: "head cut short", response: "HTTP/1.1 200 OK\r\nContent-Le", want: io.EOF},
 		{name: "bad chunk size", response: "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", want: ErrBadChunk, inBody: true},

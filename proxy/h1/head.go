@@ -6,11 +6,15 @@ import (
 	"strings"
 )
 
-// Head is a parsed response head. Its strings share one allocation, the
-// head's text; Fields is reused from one response to the next on a Conn, so
-// a Head is valid until the next ReadHead on the same connection.
+// Head is a parsed message head: a response's (Status) or a request's
+// (Method, Target, Minor). Its strings share one allocation, the head's
+// text; Fields is reused from one message to the next on a Conn, so a Head
+// is valid until the next head is read on the same connection.
 type Head struct {
 	Status int
+	Method string
+	Target string
+	Minor  int // of HTTP/1.x, in a request
 	// Fields in the order received, names canonical. Hop marks the
 	// hop-by-hop ones (the fixed list and those named in Connection),
 	// which a proxy must not pass on; Transfer-Encoding and Trailer are
@@ -43,6 +47,7 @@ var (
 	errObsFold      = errors.New("h1: obsolete line folding in response header")
 	errLength       = errors.New("h1: invalid or conflicting Content-Length")
 	errTE           = errors.New("h1: unsupported Transfer-Encoding")
+	errTE10         = errors.New("h1: Transfer-Encoding in an HTTP/1.0 message")
 	errTEAndLength  = errors.New("h1: both Transfer-Encoding and Content-Length")
 )
 
@@ -184,8 +189,12 @@ func (h *Head) frame(minor int) error {
 		case "Transfer-Encoding":
 			// Only a single, final "chunked": anything else is an encoding
 			// the proxy would have to decode to find the message's end.
-			if te > 0 || !strings.EqualFold(f.Value, "chunked") || minor == 0 {
+			if te > 0 || !strings.EqualFold(f.Value, "chunked") {
 				return errTE
+			}
+			if minor == 0 {
+				// RFC 9112 §6.1: faulty framing in an HTTP/1.0 message.
+				return errTE10
 			}
 			h.Chunked = true
 			te++

@@ -1,0 +1,212 @@
+package h1
+
+import (
+	"errors"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+
+	"golang.org/x/net/http/httpguts"
+)
+
+// Errors of a malformed request head, each answered with its status and
+// the connection closed (requestErrorStatus).
+var (
+	errRequestLine = errors.New("h1: malformed request line")
+	errVersion     = errors.New("h1: unsupported HTTP version")
+	errHost        = errors.New("h1: missing, repeated or malformed Host")
+	errExpect      = errors.New("h1: unsupported Expect")
+	errTarget      = errors.New("h1: malformed request-target")
+)
+
+// requestErrorStatus is the status a request head that failed with err
+// gets: RFC 9112 and 9110 say which, and net/http answers the same.
+func requestErrorStatus(err error) int {
+	switch err {
+	case ErrHeadTooLarge:
+		return http.StatusRequestHeaderFieldsTooLarge
+	case errTE:
+		return http.StatusNotImplemented
+	case errVersion:
+		return http.StatusHTTPVersionNotSupported
+	case errExpect:
+		return http.StatusExpectationFailed
+	}
+	return http.StatusBadRequest
+}
+
+// parseRequestHead parses s, a complete request head (request line, fields,
+// and the empty line that ends them), into h. fields is the slice to reuse
+// for h.Fields. Obsolete line folding is refused (RFC 9112 §5.2 allows
+// that or replacing it; refusing leaves no field another hop could read
+// differently), as are both Transfer-Encoding and Content-Length.
+func parseRequestHead(s string, h *Head, fields []Field) error {
+	*h = Head{ContentLength: -1, Fields: fields[:0], Trailer: h.Trailer[:0]}
+	line, rest := nextLine(s)
+	if err := parseRequestLine(line, h); err != nil {
+		return err
+	}
+	var err error
+	if h.Fields, err = parseFields(rest, h.Fields); err != nil {
+		return err
+	}
+	return h.frame(h.Minor)
+}
+
+// parseRequestLine reads "METHOD SP request-target SP HTTP/1.x".
+func parseRequestLine(line string, h *Head) error {
+	method, rest, ok := strings.Cut(line, " ")
+	if !ok || !ValidFieldName(method) {
+		return errRequestLine
+	}
+	target, proto, ok := strings.Cut(rest, " ")
+	if !ok || target == "" {
+		return errRequestLine
+	}
+	for i := 0; i < len(target); i++ {
+		if c := target[i]; c <= ' ' || c == 0x7f {
+			return errRequestLine
+		}
+	}
+	if len(proto) != 8 || proto[:5] != "HTTP/" || proto[6] != '.' || !isDigit(proto[5]) || !isDigit(proto[7]) {
+		return errRequestLine
+	}
+	if proto[5] != '1' || proto[7] > '1' {
+		return errVersion
+	}
+	h.Method, h.Target, h.Minor = method, target, int(proto[7]-'0')
+	return nil
+}
+
+func isDigit(c byte) bool { return '0' <= c && c <= '9' }
+
+// newRequest builds the http.Request for a parsed head: the header map
+// shares one slice of values, Host leaves the map for r.Host as in
+// net/http, and Transfer-Encoding for r.TransferEncoding.
+func newRequest(h *Head) (*http.Request, bool, error) {
+	r := &http.Request{
+		Method: h.Method, RequestURI: h.Target,
+		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: h.Minor,
+		ContentLength: max(h.ContentLength, 0),
+		Close:         h.Close,
+	}
+	if h.Minor == 0 {
+		r.Proto = "HTTP/1.0"
+	}
+	var err error
+	if r.URL, err = parseTarget(h.Method, h.Target); err != nil {
+		return nil, false, err
+	}
+	r.Header = make(http.Header, len(h.Fields))
+	values := make([]string, len(h.Fields))
+	hosts, expect := 0, false
+	for i, f := range h.Fields {
+		switch f.Name {
+		case "Host":
+			hosts++
+			r.Host = f.Value
+			continue
+		case "Transfer-Encoding":
+			continue
+		case "Expect":
+			if !strings.EqualFold(f.Value, "100-continue") {
+				return nil, false, errExpect
+			}
+			expect = h.Minor == 1
+		}
+		if vs, ok := r.Header[f.Name]; ok {
+			r.Header[f.Name] = append(vs, f.Value)
+		} else {
+			values[i] = f.Value
+			r.Header[f.Name] = values[i : i+1 : i+1]
+		}
+	}
+	if hosts > 1 || hosts == 0 && h.Minor == 1 && h.Method != http.MethodConnect || !httpguts.ValidHostHeader(r.Host) {
+		return nil, false, errHost
+	}
+	if r.URL.Host != "" {
+		r.Host = r.URL.Host // absolute-form wins (RFC 9112 §3.2.2)
+	}
+	if h.Chunked {
+		r.TransferEncoding, r.ContentLength = chunked, -1
+	}
+	return r, expect, nil
+}
+
+var chunked = []string{"chunked"}[:1:1]
+
+// parseTarget parses a request-target as net/http does: origin-form,
+// absolute-form, "*", or a CONNECT request's authority-form.
+func parseTarget(method, target string) (*url.URL, error) {
+	if method == http.MethodConnect && target[0] != '/' {
+		u, err := url.ParseRequestURI("http://" + target)
+		if err != nil || u.Path != "" || u.RawQuery != "" {
+			return nil, errTarget
+		}
+		u.Scheme = ""
+		return u, nil
+	}
+	u, err := url.ParseRequestURI(target)
+	if err != nil {
+		return nil, errTarget
+	}
+	return u, nil
+}
+
+// requestBody is a request's body as the handler reads it: the connection's
+// Body, behind a mutex because a handler may read it on another goroutine
+// while the server goes on (the handler returned), and with the interim
+// "100 Continue" sent before the first read that needs it.
+type requestBody struct {
+	mu     sync.Mutex
+	c      *serverConn
+	r      *http.Request
+	closed bool
+}
+
+func (b *requestBody) Read(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return 0, http.ErrBodyReadAfterClose
+	}
+	c := b.c
+	if c.expect {
+		c.expect = false
+		if err := c.sendContinue(); err != nil {
+			return 0, err
+		}
+	}
+	n, err := c.conn.body.Read(p)
+	if err == io.EOF {
+		if len(c.conn.body.Trailer) > 0 {
+			b.setTrailer()
+		}
+		c.bodyDone()
+	}
+	return n, err
+}
+
+// setTrailer fills r.Trailer with the trailer fields, as net/http does once
+// the body is read.
+func (b *requestBody) setTrailer() {
+	if b.r.Trailer == nil {
+		b.r.Trailer = make(http.Header, len(b.c.conn.body.Trailer))
+	}
+	for _, f := range b.c.conn.body.Trailer {
+		if !f.Hop {
+			b.r.Trailer[f.Name] = append(b.r.Trailer[f.Name], f.Value)
+		}
+	}
+}
+
+// Close ends the handler's use of the body; the server reads or drops
+// what is left of it.
+func (b *requestBody) Close() error {
+	b.mu.Lock()
+	b.closed = true
+	b.mu.Unlock()
+	return nil
+}

@@ -1,0 +1,459 @@
+package h1
+
+import (
+	"bufio"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+)
+
+// response is the http.ResponseWriter of a serverConn, reused from request
+// to request. A response that the handler finishes without flushing, and
+// whose body fits in the buffer, goes out in one write with a
+// Content-Length; else the head goes out at the first flush or when the
+// buffer fills, and the body follows chunked (HTTP/1.1, no
+// Content-Length set) or as it is (Content-Length set, or until close for
+// an HTTP/1.0 client). Header is reused too: a handler must not touch
+// either after it returns, as net/http's contract says.
+type response struct {
+	c      *serverConn
+	req    *http.Request
+	header http.Header
+
+	status   int   // 0 until WriteHeader (or the first Write)
+	declared int64 // the handler's Content-Length, -1 without one
+	written  int64 // body bytes the handler wrote
+	noBody   bool  // HEAD, 204, 304: body writes are counted, not sent
+	sent     bool  // the head went out (set under c.wmu)
+	chunked  bool
+	close    bool // close the connection after this response
+	aborted  bool // the handler panicked
+	wdSet    bool // the handler set a write deadline during this request
+	err      error
+
+	// buf collects what goes out next: the head, then body bytes (chunk
+	// framing included) up to bufSize. Before the head is sent it holds
+	// only body bytes, at bodyAt, with room for a head before them.
+	buf  []byte
+	head []byte    // scratch for the head, kept
+	wd   time.Time // the write deadline in force on the connection
+}
+
+const (
+	bufSize  = 16 << 10 // body bytes held before the head must go
+	headRoom = 512      // room kept before a held body for a usual head
+	maxKept  = 64 << 10 // a grown buffer is dropped beyond this
+)
+
+func (w *response) reset(r *http.Request) {
+	if w.header == nil {
+		w.header = make(http.Header)
+	} else {
+		clear(w.header)
+	}
+	if cap(w.buf) > maxKept {
+		w.buf = nil
+	}
+	w.req = r
+	w.status, w.declared, w.written = 0, -1, 0
+	w.noBody, w.sent, w.chunked, w.aborted, w.wdSet, w.err = r.Method == http.MethodHead, false, false, false, false, nil
+	w.close = r.Close
+	w.buf = append(w.buf[:0], make([]byte, headRoom)...)
+}
+
+func (w *response) Header() http.Header { return w.header }
+
+// WriteHeader sends an interim (1xx) response at once, with the header
+// as it is; a final status is held until the head goes out. Calls after
+// the final status are ignored.
+func (w *response) WriteHeader(code int) {
+	if w.status != 0 || w.aborted {
+		return
+	}
+	if code < 100 || code > 999 {
+		code = http.StatusInternalServerError
+	}
+	if code < 200 && code != http.StatusSwitchingProtocols {
+		if w.req.ProtoMinor == 0 {
+			return // HTTP/1.0 has no interim responses
+		}
+		b := appendStatusLine(make([]byte, 0, 256), code)
+		b = w.appendFields(b)
+		w.c.wmu.Lock()
+		w.write(append(b, "\r\n"...))
+		w.c.wmu.Unlock()
+		return
+	}
+	w.status = code
+	if code == http.StatusSwitchingProtocols {
+		w.close = true // without Hijack, nothing can follow it
+	}
+	if code == http.StatusNoContent || code == http.StatusNotModified || code < 200 {
+		w.noBody = true
+	}
+	if cl := w.header["Content-Length"]; len(cl) > 0 {
+		if n, ok := parseLength(cl[0]); ok && len(cl) == 1 {
+			w.declared = n
+		} else {
+			delete(w.header, "Content-Length")
+		}
+	}
+}
+
+func (w *response) Write(p []byte) (int, error) {
+	if w.status == 0 {
+		w.WriteHeader(http.StatusOK)
+	}
+	if w.err != nil {
+		return 0, w.err
+	}
+	if w.noBody {
+		if w.status == http.StatusNoContent || w.status == http.StatusNotModified {
+			return 0, http.ErrBodyNotAllowed
+		}
+		w.written += int64(len(p))
+		return len(p), nil
+	}
+	if w.declared >= 0 && w.written+int64(len(p)) > w.declared {
+		return 0, http.ErrContentLength
+	}
+	w.written += int64(len(p))
+	if !w.sent {
+		if len(w.buf)-headRoom+len(p) <= bufSize {
+			w.buf = append(w.buf, p...)
+			return len(p), nil
+		}
+		w.sendHead(false)
+	}
+	return len(p), w.writeBody(p)
+}
+
+// writeBody frames p and sends it, buffered when it is small.
+func (w *response) writeBody(p []byte) error {
+	if w.chunked {
+		w.buf = strconv.AppendInt(w.buf, int64(len(p)), 16)
+		w.buf = append(w.buf, "\r\n"...)
+	}
+	if len(w.buf)+len(p) <= bufSize {
+		w.buf = append(w.buf, p...)
+		if w.chunked {
+			w.buf = append(w.buf, "\r\n"...)
+		}
+		return w.err
+	}
+	bufs := net.Buffers{w.buf, p}
+	if w.chunked {
+		bufs = append(bufs, crlf)
+	}
+	w.writeDeadlineCheck()
+	if _, err := bufs.WriteTo(w.c.nc); err != nil && w.err == nil {
+		w.err = err
+	}
+	w.buf = w.buf[:0]
+	return w.err
+}
+
+var crlf = []byte("\r\n")
+
+// FlushError sends the head, if it has not gone, and what is buffered.
+func (w *response) FlushError() error {
+	if w.status == 0 {
+		w.WriteHeader(http.StatusOK)
+	}
+	if !w.sent {
+		w.sendHead(false)
+	}
+	w.flush()
+	return w.err
+}
+
+// Flush is FlushError for callers that look for http.Flusher.
+func (w *response) Flush() { _ = w.FlushError() }
+
+func (w *response) flush() {
+	if len(w.buf) > 0 && w.err == nil {
+		w.writeDeadlineCheck()
+		w.write(w.buf)
+	}
+	w.buf = w.buf[:0]
+}
+
+func (w *response) write(b []byte) {
+	if _, err := w.c.nc.Write(b); err != nil && w.err == nil {
+		w.err = err
+	}
+}
+
+// sendHead builds the head in front of the body held so far; done says
+// the handler has returned, so the held body is all there is.
+func (w *response) sendHead(done bool) {
+	held := w.buf[headRoom:]
+	trailers := w.hasTrailers(done)
+	switch {
+	case w.noBody:
+		if w.declared < 0 && done && w.written > 0 && w.status < 300 {
+			w.declared = w.written // a HEAD response says what GET would send
+		}
+	case w.declared >= 0:
+	case done && !trailers:
+		w.declared = int64(len(held))
+	case w.req.ProtoMinor == 1:
+		w.chunked = true
+	default:
+		w.close = true // an HTTP/1.0 client reads to the close
+	}
+	if !w.close {
+		w.close = hasToken(w.header["Connection"], "close") || w.c.srv.shutdown.Load()
+	}
+	head := appendStatusLine(w.head[:0], w.status)
+	head = w.appendFields(head)
+	if w.declared >= 0 && w.status >= 200 && w.status != http.StatusNoContent && w.status != http.StatusNotModified {
+		head = append(head, "Content-Length: "...)
+		head = strconv.AppendInt(head, w.declared, 10)
+		head = append(head, "\r\n"...)
+	}
+	if w.chunked {
+		head = append(head, "Transfer-Encoding: chunked\r\n"...)
+	}
+	if w.close && !hasToken(w.header["Connection"], "close") {
+		head = append(head, "Connection: close\r\n"...)
+	}
+	if _, ok := w.header["Date"]; !ok {
+		head = append(head, "Date: "...)
+		head = append(head, httpDate()...)
+		head = append(head, "\r\n"...)
+	}
+	head = append(head, "\r\n"...)
+	if cap(head) <= maxKept {
+		w.head = head
+	}
+	w.c.wmu.Lock()
+	w.sent = true
+	w.c.wmu.Unlock()
+	// The head goes in front of the held body: in the room kept for it,
+	// or the buffer is rebuilt when it is larger.
+	if len(head) <= headRoom {
+		start := headRoom - len(head)
+		copy(w.buf[start:], head)
+		w.buf = w.buf[start:]
+		if w.chunked && len(held) > 0 {
+			w.buf = append(w.buf[:len(head)], w.chunk(held)...)
+		}
+	} else {
+		w.buf = append(append([]byte(nil), head...), w.chunk(held)...)
+	}
+	if w.noBody {
+		w.buf = w.buf[:len(head)]
+	}
+}
+
+// chunk returns held framed as one chunk when the body is chunked.
+func (w *response) chunk(held []byte) []byte {
+	if !w.chunked || len(held) == 0 {
+		return held
+	}
+	b := strconv.AppendInt(make([]byte, 0, len(held)+16), int64(len(held)), 16)
+	b = append(b, "\r\n"...)
+	b = append(b, held...)
+	return append(b, "\r\n"...)
+}
+
+// hasTrailers reports whether the response carries trailers: announced in
+// a Trailer field, or, once the handler is done, set with
+// http.TrailerPrefix.
+func (w *response) hasTrailers(done bool) bool {
+	if _, ok := w.header["Trailer"]; ok {
+		return true
+	}
+	if done {
+		for k := range w.header {
+			if strings.HasPrefix(k, http.TrailerPrefix) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// appendFields writes the handler's header fields but those the server
+// frames itself; a field that is not valid on the wire is left out.
+func (w *response) appendFields(b []byte) []byte {
+	for k, vs := range w.header {
+		switch k {
+		case "Content-Length", "Transfer-Encoding":
+			continue
+		}
+		if strings.HasPrefix(k, http.TrailerPrefix) || !ValidFieldName(k) {
+			continue
+		}
+		for _, v := range vs {
+			if ValidFieldValue(v) {
+				b = append(b, k...)
+				b = append(b, ": "...)
+				b = append(b, v...)
+				b = append(b, "\r\n"...)
+			}
+		}
+	}
+	return b
+}
+
+// finish completes the response after the handler returned and reports
+// whether the connection may serve another request.
+func (w *response) finish() bool {
+	if w.aborted {
+		return false
+	}
+	if w.status == 0 {
+		w.WriteHeader(http.StatusOK)
+	}
+	if !w.sent {
+		w.sendHead(true)
+	} else if w.chunked {
+		w.buf = append(w.buf, "0\r\n"...)
+		w.buf = w.appendTrailers(w.buf)
+		w.buf = append(w.buf, "\r\n"...)
+	}
+	w.flush()
+	if w.declared >= 0 && !w.noBody && w.written < w.declared {
+		return false // the client waits for bytes that will not come
+	}
+	return w.err == nil && !w.close
+}
+
+// appendTrailers writes the trailer fields: those announced in Trailer
+// and those set with http.TrailerPrefix.
+func (w *response) appendTrailers(b []byte) []byte {
+	for _, names := range w.header["Trailer"] {
+		for name := range strings.SplitSeq(names, ",") {
+			k := http.CanonicalHeaderKey(strings.TrimSpace(name))
+			for _, v := range w.header[k] {
+				if ValidFieldName(k) && ValidFieldValue(v) {
+					b = appendTrailer(b, k, v)
+				}
+			}
+		}
+	}
+	for k, vs := range w.header {
+		if name, ok := strings.CutPrefix(k, http.TrailerPrefix); ok && ValidFieldName(name) {
+			for _, v := range vs {
+				if ValidFieldValue(v) {
+					b = appendTrailer(b, name, v)
+				}
+			}
+		}
+	}
+	return b
+}
+
+func appendTrailer(b []byte, k, v string) []byte {
+	b = append(b, k...)
+	b = append(b, ": "...)
+	b = append(b, v...)
+	return append(b, "\r\n"...)
+}
+
+// abort gives up on the response of a handler that panicked: the
+// connection closes, cutting short whatever was sent.
+func (w *response) abort() { w.aborted = true }
+
+// sendError answers a request that could not be read with status and
+// closes the connection.
+func (w *response) sendError(status int) {
+	text := strconv.Itoa(status) + " " + http.StatusText(status)
+	b := appendStatusLine(make([]byte, 0, 160), status)
+	b = append(b, "Content-Type: text/plain; charset=utf-8\r\nConnection: close\r\nContent-Length: "...)
+	b = strconv.AppendInt(b, int64(len(text)), 10)
+	b = append(b, "\r\n\r\n"...)
+	_, _ = w.c.nc.Write(append(b, text...))
+}
+
+// Hijack hands the connection over (WebSocket, h2c upgrade).
+func (w *response) Hijack() (net.Conn, *bufio.ReadWriter, error) { return w.c.hijack() }
+
+// SetReadDeadline and SetWriteDeadline are what http.ResponseController
+// calls; the read deadline also bounds the server's own reads of the body.
+func (w *response) SetReadDeadline(t time.Time) error {
+	w.c.setReadDeadline(t, false)
+	return nil
+}
+
+func (w *response) SetWriteDeadline(t time.Time) error {
+	w.wdSet = true
+	if t.Equal(w.wd) {
+		return nil
+	}
+	w.wd = t
+	return w.c.nc.SetWriteDeadline(t)
+}
+
+// WriteDeadline is the write deadline in force, so that a handler renewing
+// its own can skip a renewal that changes little.
+func (w *response) WriteDeadline() time.Time { return w.wd }
+
+// EnableFullDuplex: the body may always be read while the response is
+// written.
+func (w *response) EnableFullDuplex() error { return nil }
+
+// writeDeadlineCheck clears a write deadline that an earlier request set,
+// that this one did not renew, and that is about to pass, before it cuts
+// this response short. A write deadline outlives its request so that a
+// handler renewing it per request (send_timeout) can leave one that is
+// still far off in force: moving it is a timer update.
+func (w *response) writeDeadlineCheck() {
+	if !w.wdSet && !w.wd.IsZero() && time.Until(w.wd) < time.Second {
+		w.wd = time.Time{}
+		_ = w.c.nc.SetWriteDeadline(w.wd)
+	}
+}
+
+func hasToken(vs []string, token string) bool {
+	for _, v := range vs {
+		for t := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// statusLines holds "HTTP/1.1 NNN Text\r\n" for every code with a text.
+var statusLines = func() (t [600][]byte) {
+	for code := 100; code < len(t); code++ {
+		if text := http.StatusText(code); text != "" {
+			t[code] = []byte("HTTP/1.1 " + strconv.Itoa(code) + " " + text + "\r\n")
+		}
+	}
+	return t
+}()
+
+func appendStatusLine(b []byte, code int) []byte {
+	if code < len(statusLines) && statusLines[code] != nil {
+		return append(b, statusLines[code]...)
+	}
+	b = append(b, "HTTP/1.1 "...)
+	b = strconv.AppendInt(b, int64(code), 10)
+	return append(b, " \r\n"...)
+}
+
+// httpDate returns the Date value for now, formatted once a second.
+func httpDate() []byte {
+	now := time.Now().Unix()
+	if d := dateCache.Load(); d != nil && d.sec == now {
+		return d.text
+	}
+	d := &cachedDate{sec: now, text: time.Unix(now, 0).UTC().AppendFormat(nil, http.TimeFormat)}
+	dateCache.Store(d)
+	return d.text
+}
+
+type cachedDate struct {
+	sec  int64
+	text []byte
+}
+
+var dateCache atomic.Pointer[cachedDate]

@@ -1,0 +1,476 @@
+package h1
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// serverConn is one client connection: the reading half is a Conn (buffer,
+// head parser, body framings, shared with the client side), the writing
+// half the response, both reused from request to request.
+type serverConn struct {
+	srv    *Server
+	nc     net.Conn
+	conn   Conn
+	tls    *tls.ConnectionState
+	remote string
+	state  atomic.Int32
+
+	resp   response
+	body   *requestBody // the current request's, nil without a body
+	expect bool         // "100 Continue" is owed before the body is read
+	cancel context.CancelFunc
+
+	// The background read waits for the client while a handler runs, so
+	// that a client that leaves cancels its request (r.Context()), and
+	// then serves as the wait for the next request. It runs only when the
+	// request's body is read and nothing is buffered.
+	bg        bool // started, and not yet collected (serve goroutine only)
+	bgDone    chan struct{}
+	bgN       int
+	bgErr     error
+	bgAbort   atomic.Bool
+	bgContext context.CancelFunc // the request the background read watches
+
+	// Read deadlines: rd is the one in force; waiting, that the
+	// connection waits for a request (the deadline is the idle or header
+	// timeout) rather than running one (a deadline that passes then is a
+	// stale one, not the client's fault).
+	dmu     sync.Mutex
+	rd      time.Time
+	waiting bool
+
+	wmu      sync.Mutex // orders "100 Continue" before the response
+	hijacked bool
+}
+
+const (
+	connActive int32 = iota
+	connIdle
+	connClosing
+)
+
+// maxDiscard is how much of a body a handler left unread is read and
+// dropped to keep the connection; a longer rest closes it. drainTimeout
+// bounds how long that may take.
+const (
+	maxDiscard   = 256 << 10
+	drainTimeout = 500 * time.Millisecond
+)
+
+var baseContext = context.Background()
+
+func newServerConn(s *Server, nc net.Conn) *serverConn {
+	c := &serverConn{srv: s, nc: nc, bgDone: make(chan struct{}, 1)}
+	c.state.Store(connIdle) // until its first request: Shutdown may close it
+	c.conn = Conn{nc: nc, maxHead: s.maxHead, buf: make([]byte, readBufSize)}
+	c.conn.body.c = &c.conn
+	c.resp.c = c
+	return c
+}
+
+func (c *serverConn) serve() {
+	defer c.end()
+	if tc, ok := c.nc.(*tls.Conn); ok {
+		st, err := c.srv.handshake(tc)
+		if err != nil {
+			return
+		}
+		c.tls = st
+		if p := st.NegotiatedProtocol; p != "" && p != "http/1.1" {
+			if fn := c.srv.cfg.TLSNextProto[p]; fn != nil {
+				c.state.Store(connActive) // HTTP/2 shuts down by GOAWAY
+				fn(c.srv.cfg, tc, c.srv.handler)
+			}
+			return
+		}
+	}
+	c.remote = c.nc.RemoteAddr().String()
+	c.setReadDeadline(time.Now().Add(c.srv.cfg.ReadHeaderTimeout), true)
+	first := true
+	for {
+		h, err := c.readHead()
+		if err != nil {
+			if status := c.headErrorStatus(err); status != 0 {
+				c.resp.sendError(status)
+			}
+			return
+		}
+		if first && c.tls == nil && h.Method == "PRI" && h.Target == "*" {
+			c.serveH2C()
+			return
+		}
+		first = false
+		if !c.serveRequest(h) || c.hijacked {
+			return
+		}
+	}
+}
+
+// end closes the connection, unless a handler took it over.
+func (c *serverConn) end() {
+	if c.bg {
+		c.stopBackgroundRead()
+	}
+	c.srv.untrack(c)
+	if c.hijacked {
+		return
+	}
+	_ = c.nc.Close()
+	c.srv.connState(c.nc, http.StateClosed)
+}
+
+// headErrorStatus is the status a failed head gets, or 0 when the
+// connection just ends (closed, timed out, shut down) without an answer.
+func (c *serverConn) headErrorStatus(err error) int {
+	if err == ErrHeadTooLarge || errors.Is(err, errParse) {
+		return requestErrorStatus(errors.Unwrap(err))
+	}
+	return 0
+}
+
+// errParse wraps a head that arrived and is malformed.
+var errParse = errors.New("h1: malformed request")
+
+type parseError struct{ err error }
+
+func (e parseError) Error() string { return e.err.Error() }
+func (e parseError) Unwrap() error { return e.err }
+func (e parseError) Is(target error) bool {
+	return target == errParse
+}
+
+// readHead waits for the next request head and parses it.
+func (c *serverConn) readHead() (*Head, error) {
+	cc := &c.conn
+	for {
+		for cc.r < cc.w && (cc.buf[cc.r] == '\r' || cc.buf[cc.r] == '\n') {
+			cc.r++ // empty lines before a request line (RFC 9112 §2.2)
+		}
+		if cc.r < cc.w {
+			break
+		}
+		if err := c.fill(); err != nil {
+			return nil, err
+		}
+	}
+	if !c.state.CompareAndSwap(connIdle, connActive) && c.state.Load() != connActive {
+		return nil, net.ErrClosed // Shutdown closed it as idle
+	}
+	c.srv.connState(c.nc, http.StateActive)
+	if findHeadEnd(cc.buf[cc.r:cc.w], 0) == 0 {
+		// The head arrives in pieces: from now on it has
+		// ReadHeaderTimeout, not the idle timeout.
+		c.setReadDeadline(time.Now().Add(c.srv.cfg.ReadHeaderTimeout), true)
+	}
+	end, err := cc.headEnd()
+	if err != nil {
+		if err == ErrHeadTooLarge {
+			return nil, parseError{err}
+		}
+		return nil, err
+	}
+	s := string(cc.buf[cc.r : cc.r+end])
+	cc.r += end
+	if err := parseRequestHead(s, &cc.head, cc.fields); err != nil {
+		if cc.head.Method == "PRI" && cc.head.Target == "*" && err == errVersion {
+			return &cc.head, nil // the HTTP/2 preface; serve decides
+		}
+		return nil, parseError{err}
+	}
+	cc.fields = cc.head.Fields
+	return &cc.head, nil
+}
+
+// fill waits for more bytes from the client: the background read's, if
+// one runs, else a read of its own.
+func (c *serverConn) fill() error {
+	if !c.bg {
+		return c.conn.fill()
+	}
+	c.bg = false
+	<-c.bgDone
+	c.conn.w += c.bgN
+	if c.bgN > 0 {
+		return nil
+	}
+	return c.bgErr
+}
+
+// serveRequest runs the handler for one request and finishes its
+// response; it reports whether the connection may serve another.
+func (c *serverConn) serveRequest(h *Head) bool {
+	r, expect, err := newRequest(h)
+	if err != nil {
+		c.resp.sendError(requestErrorStatus(err))
+		return false
+	}
+	cc := &c.conn
+	cc.body.resetRequest(h)
+	ctx, cancel := context.WithCancel(baseContext)
+	r = r.WithContext(ctx)
+	r.RemoteAddr, r.TLS = c.remote, c.tls
+	c.body, c.expect, c.cancel = nil, false, cancel
+	if cc.body.done {
+		r.Body = http.NoBody
+		c.startBackgroundRead(cancel)
+	} else {
+		c.body = &requestBody{c: c, r: r}
+		c.expect = expect
+		r.Body = c.body
+	}
+	c.resp.reset(r)
+	c.runHandler(r)
+	cancel()
+	if c.hijacked {
+		return false
+	}
+	keep := c.resp.finish() && c.finishBody() && !c.srv.shutdown.Load()
+	if keep {
+		c.waitNext()
+	}
+	return keep
+}
+
+// runHandler calls the handler, recovering its panic as net/http does:
+// http.ErrAbortHandler ends the connection quietly, any other panic is
+// logged with its stack first.
+func (c *serverConn) runHandler(r *http.Request) {
+	defer func() {
+		if v := recover(); v != nil {
+			c.resp.abort()
+			if v != http.ErrAbortHandler {
+				buf := make([]byte, 64<<10)
+				buf = buf[:runtime.Stack(buf, false)]
+				c.srv.logf("h1: panic serving %v: %v\n%s", c.remote, v, buf)
+			}
+		}
+	}()
+	c.srv.handler.ServeHTTP(&c.resp, r)
+}
+
+// finishBody settles what the handler left of the request body: it is
+// closed to the handler, and the rest, if short, read and dropped within
+// drainTimeout so the connection can serve the next request. It reports
+// whether the connection is at a message boundary.
+func (c *serverConn) finishBody() bool {
+	b := c.body
+	if b == nil {
+		return true
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.closed = true
+	body := &c.conn.body
+	if body.done {
+		return true
+	}
+	if body.err != nil || c.expect {
+		// Broken, or never asked for: the client may not send it at all.
+		return false
+	}
+	c.setReadDeadline(time.Now().Add(drainTimeout), false)
+	_, _ = io.CopyN(io.Discard, body, maxDiscard)
+	if !body.done {
+		return false
+	}
+	c.startBackgroundRead(nil)
+	return true
+}
+
+// bodyDone runs when the handler has read the body to its end.
+func (c *serverConn) bodyDone() {
+	if c.cancel != nil {
+		c.startBackgroundRead(c.cancel)
+	}
+}
+
+// startBackgroundRead reads from the client while the handler runs, unless
+// bytes of a next request are already buffered; cancel, if not nil, is
+// called when the client closes the connection meanwhile.
+func (c *serverConn) startBackgroundRead(cancel context.CancelFunc) {
+	cc := &c.conn
+	if c.bg || cc.r < cc.w {
+		return
+	}
+	cc.r, cc.w = 0, 0
+	c.bg, c.bgContext = true, cancel
+	c.bgAbort.Store(false)
+	go c.backgroundRead()
+}
+
+func (c *serverConn) backgroundRead() {
+	for {
+		n, err := c.nc.Read(c.conn.buf[c.conn.w:])
+		if n == 0 && err != nil && !c.bgAbort.Load() && errors.Is(err, os.ErrDeadlineExceeded) && c.staleDeadline() {
+			continue
+		}
+		c.bgN, c.bgErr = n, err
+		if n == 0 && !c.bgAbort.Load() && c.bgContext != nil {
+			c.bgContext() // the client left
+		}
+		c.bgDone <- struct{}{}
+		return
+	}
+}
+
+// staleDeadline clears a read deadline that passed while a handler ran:
+// the idle or header timeout of the wait before it, which does not apply
+// to the handler's time. It reports whether it did.
+func (c *serverConn) staleDeadline() bool {
+	c.dmu.Lock()
+	defer c.dmu.Unlock()
+	if c.waiting {
+		return false
+	}
+	c.rd = time.Time{}
+	_ = c.nc.SetReadDeadline(c.rd)
+	return true
+}
+
+// stopBackgroundRead ends a background read in progress (a handler takes
+// the connection over), keeping what it read.
+func (c *serverConn) stopBackgroundRead() {
+	c.bgAbort.Store(true)
+	_ = c.nc.SetReadDeadline(aLongTimeAgo)
+	<-c.bgDone
+	c.bg = false
+	c.conn.w += c.bgN
+	c.setReadDeadline(time.Time{}, false)
+}
+
+// waitNext marks the connection idle, waiting for its next request within
+// IdleTimeout. The deadline moves only when it is more than a little
+// early: moving it is a timer update, and a busy connection serves
+// requests far more often than the slack.
+func (c *serverConn) waitNext() {
+	c.state.Store(connIdle)
+	c.srv.connState(c.nc, http.StateIdle)
+	d := c.srv.cfg.IdleTimeout
+	if d <= 0 {
+		d = c.srv.cfg.ReadHeaderTimeout
+	}
+	now := time.Now()
+	c.dmu.Lock()
+	c.waiting = true
+	if d > 0 && (c.rd.IsZero() || c.rd.Sub(now) < d-min(time.Second, d/4)) {
+		c.rd = now.Add(d)
+		_ = c.nc.SetReadDeadline(c.rd)
+	}
+	c.dmu.Unlock()
+}
+
+// setReadDeadline sets the read deadline; waiting says whether it bounds a
+// wait for a request.
+func (c *serverConn) setReadDeadline(t time.Time, waiting bool) {
+	c.dmu.Lock()
+	c.waiting = waiting
+	if !t.Equal(c.rd) {
+		c.rd = t
+		_ = c.nc.SetReadDeadline(t)
+	}
+	c.dmu.Unlock()
+}
+
+// sendContinue sends "100 Continue" before the first read of a body whose
+// client waits for it, unless the response has started.
+func (c *serverConn) sendContinue() error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.resp.sent {
+		return nil
+	}
+	_, err := c.nc.Write(continueLine)
+	return err
+}
+
+var continueLine = []byte("HTTP/1.1 100 Continue\r\n\r\n")
+
+// hijack hands the connection to the handler, with what was read past the
+// request.
+func (c *serverConn) hijack() (net.Conn, *bufio.ReadWriter, error) {
+	if c.hijacked {
+		return nil, nil, http.ErrHijacked
+	}
+	if c.resp.sent {
+		return nil, nil, errors.New("h1: hijack after the response started")
+	}
+	if c.bg {
+		c.stopBackgroundRead()
+	}
+	c.setReadDeadline(time.Time{}, false)
+	c.hijacked = true
+	c.srv.untrack(c) // no longer the server's to wait for or close
+	c.srv.connState(c.nc, http.StateHijacked)
+	cc := &c.conn
+	rest := bytes.Clone(cc.buf[cc.r:cc.w])
+	cc.r = cc.w
+	// The reader holds what was read past the request in its buffer, as
+	// net/http's does: callers look at Buffered() for it.
+	br := bufio.NewReaderSize(io.MultiReader(bytes.NewReader(rest), c.nc), max(4096, len(rest)))
+	if len(rest) > 0 {
+		_, _ = br.Peek(len(rest))
+	}
+	return c.nc, bufio.NewReadWriter(br, bufio.NewWriter(c.nc)), nil
+}
+
+// serveH2C hands a cleartext connection that opened with the HTTP/2
+// preface to the HTTP/2 server.
+func (c *serverConn) serveH2C() {
+	fn := c.srv.cfg.TLSNextProto["unencrypted_http2"]
+	cc := &c.conn
+	for fn != nil && cc.w-cc.r < len(prefaceRest) {
+		if cc.fill() != nil {
+			return
+		}
+	}
+	if fn == nil || !bytes.Equal(cc.buf[cc.r:cc.r+len(prefaceRest)], prefaceRest) {
+		c.resp.sendError(http.StatusHTTPVersionNotSupported)
+		return
+	}
+	cc.r += len(prefaceRest)
+	c.state.Store(connActive)
+	c.setReadDeadline(time.Time{}, false)
+	nc := &replayConn{Conn: c.nc, rest: bytes.Clone(cc.buf[cc.r:cc.w])}
+	fn(c.srv.cfg, tls.Client(unencryptedConn{nc}, nil), c.srv.handler)
+}
+
+// prefaceRest is what follows "PRI * HTTP/2.0\r\n\r\n" in the HTTP/2
+// connection preface.
+var prefaceRest = []byte("SM\r\n\r\n")
+
+// unencryptedConn carries a cleartext connection through the *tls.Conn
+// that TLSNextProto takes, as net/http does: x/net's HTTP/2 server unwraps
+// it with UnencryptedNetConn.
+type unencryptedConn struct{ net.Conn }
+
+func (u unencryptedConn) UnencryptedNetConn() net.Conn { return u.Conn }
+
+// replayConn reads rest before the connection's own bytes.
+type replayConn struct {
+	net.Conn
+	rest []byte
+}
+
+func (c *replayConn) Read(p []byte) (int, error) {
+	if len(c.rest) > 0 {
+		n := copy(p, c.rest)
+		c.rest = c.rest[n:]
+		return n, nil
+	}
+	return c.Conn.Read(p)
+}
+
+// NetConn lets wrappers see the connection underneath (metrics).
+func (c *replayConn) NetConn() net.Conn { return c.Conn }
