@@ -404,3 +404,149 @@ func TestServerExpectContinue(t *testing.T) {
 		}
 	})
 }
+
+func TestServerResponseFraming(t *testing.T) {
+	big := strings.Repeat("z", 1<<20)
+	cases := []struct {
+		name, method string
+		h            http.HandlerFunc
+		status       int
+		body         string
+		length       int64 // resp.ContentLength; -1 for chunked
+		chunked      bool
+	}{
+		{"small body gets a Content-Length", "GET", func(w http.ResponseWriter, r *http.Request) {
+			_, _ = io.WriteString(w, "hello")
+		}, 200, "hello", 5, false},
+		{"flushed early is chunked", "GET", func(w http.ResponseWriter, r *http.Request) {
+			_, _ = io.WriteString(w, "hel")
+			_ = http.NewResponseController(w).Flush()
+			_, _ = io.WriteString(w, "lo")
+		}, 200, "hello", -1, true},
+		{"large body without length is chunked", "GET", func(w http.ResponseWriter, r *http.Request) {
+			_, _ = io.WriteString(w, big)
+		}, 200, big, -1, true},
+		{"handler's Content-Length honoured", "GET", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Length", "3")
+			_ = http.NewResponseController(w).Flush()
+			_, _ = io.WriteString(w, "abc")
+		}, 200, "abc", 3, false},
+		{"HEAD keeps the handler's Content-Length, sends no body", "HEAD", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Length", "10")
+		}, 200, "", 10, false},
+		{"HEAD drops what the handler writes", "HEAD", func(w http.ResponseWriter, r *http.Request) {
+			_, _ = io.WriteString(w, "not sent")
+		}, 200, "", -2, false},
+		{"204 has no body", "GET", func(w http.ResponseWriter, r *http.Request) {
+			w.WriteHeader(http.StatusNoContent)
+			_, _ = io.WriteString(w, "not sent")
+		}, 204, "", 0, false},
+		{"304 has no body", "GET", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("ETag", `"x"`)
+			w.WriteHeader(http.StatusNotModified)
+			_, _ = io.WriteString(w, "not sent")
+		}, 304, "", -2, false},
+		{"first WriteHeader wins", "GET", func(w http.ResponseWriter, r *http.Request) {
+			w.WriteHeader(http.StatusCreated)
+			w.WriteHeader(http.StatusInternalServerError)
+			_, _ = io.WriteString(w, "x")
+		}, 201, "x", -2, false},
+		{"Write without WriteHeader is 200, no Content-Type needed", "GET", func(w http.ResponseWriter, r *http.Request) {
+			w.Header()["Content-Type"] = nil
+			_, _ = w.Write([]byte{0, 1, 2})
+		}, 200, "\x00\x01\x02", -2, false},
+		{"nothing written is an empty 200", "GET", func(w http.ResponseWriter, r *http.Request) {}, 200, "", 0, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			s := serveHandler(t, func(w http.ResponseWriter, r *http.Request) {
+				if r.URL.Path == "/next" {
+					_, _ = io.WriteString(w, "next")
+					return
+				}
+				tc.h(w, r)
+			})
+			sc := dialSuite(t, s.addr)
+			// The second request proves the first response was framed
+			// exactly: a byte too many or too few breaks its parsing.
+			sc.send(tc.method + " / HTTP/1.1\r\nHost: h\r\n\r\nGET /next HTTP/1.1\r\nHost: h\r\n\r\n")
+			resp, body := sc.response(tc.method)
+			if resp.StatusCode != tc.status || body != tc.body {
+				t.Errorf("got %d %.20q (%d bytes), want %d %.20q", resp.StatusCode, body, len(body), tc.status, tc.body)
+			}
+			if tc.length != -2 && resp.ContentLength != tc.length {
+				t.Errorf("ContentLength %d, want %d", resp.ContentLength, tc.length)
+			}
+			if chunked := len(resp.TransferEncoding) == 1 && resp.TransferEncoding[0] == "chunked"; chunked != tc.chunked {
+				t.Errorf("TransferEncoding %q, want chunked=%v", resp.TransferEncoding, tc.chunked)
+			}
+			if resp, body := sc.response("GET"); resp.StatusCode != 200 || body != "next" {
+				t.Errorf("next response: %d %q", resp.StatusCode, body)
+			}
+		})
+	}
+}
+
+// A 1xx response goes out at once, with the headers set before it, ahead
+// of the final response.
+func TestServerInformationalResponse(t *testing.T) {
+	release := make(chan struct{})
+	s := serveHandler(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Link", "</style.css>; rel=preload")
+		w.WriteHeader(http.StatusEarlyHints)
+		<-release
+		w.Header().Del("Link")
+		_, _ = io.WriteString(w, "final")
+	})
+	defer close(release)
+	sc := dialSuite(t, s.addr)
+	sc.send("GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+	resp, _ := sc.response("GET")
+	if resp.StatusCode != http.StatusEarlyHints || resp.Header.Get("Link") != "</style.css>; rel=preload" {
+		t.Fatalf("got %d %v, want 103 with Link while the handler runs", resp.StatusCode, resp.Header)
+	}
+	release <- struct{}{}
+	if resp, body := sc.response("GET"); resp.StatusCode != 200 || body != "final" {
+		t.Fatalf("got %d %q, want 200 final", resp.StatusCode, body)
+	}
+}
+
+// Not pinned: prefixed trailers set after a write that is still buffered
+// when the handler returns. net/http then sends Content-Length and drops
+// them (httputil.ReverseProxy flushes to force chunking for that reason).
+func TestServerResponseTrailers(t *testing.T) {
+	cases := []struct {
+		name string
+		h    http.HandlerFunc
+	}{
+		{"declared", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Trailer", "X-T")
+			_, _ = io.WriteString(w, "body")
+			w.Header().Set("X-T", "v")
+		}},
+		{"prefix after a flush", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/plain")
+			_, _ = io.WriteString(w, "bo")
+			_ = http.NewResponseController(w).Flush()
+			_, _ = io.WriteString(w, "dy")
+			w.Header().Set(http.TrailerPrefix+"X-T", "v")
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			s := serveHandler(t, tc.h)
+			sc := dialSuite(t, s.addr)
+			sc.send("GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+			resp, body := sc.response("GET")
+			if resp.StatusCode != 200 || body != "body" {
+				t.Fatalf("got %d %q", resp.StatusCode, body)
+			}
+			if resp.ContentLength != -1 || resp.Trailer.Get("X-T") != "v" {
+				t.Errorf("ContentLength %d, trailer %v, want chunked with X-T: v", resp.ContentLength, resp.Trailer)
+			}
+			if resp.Header.Get("X-T") != "" {
+				t.Errorf("the trailer leaked into the header: %v", resp.Header)
+			}
+		})
+	}
+}
