@@ -43,8 +43,8 @@ type suiteServer struct {
 	addr     string
 	shutdown func(context.Context) error
 	closeNow func() error
-	served   <-chan error
-	calls    atomic.Int64 // requests that reached cfg.Handler
+	served   chan struct{} // closed when Serve returns
+	calls    atomic.Int64  // requests that reached cfg.Handler
 }
 
 // startSuite serves cfg on a fresh loopback listener, wrapped in TLS when
@@ -54,7 +54,7 @@ func startSuite(t *testing.T, cfg *http.Server) *suiteServer {
 	if cfg.ErrorLog == nil {
 		cfg.ErrorLog = log.New(io.Discard, "", 0)
 	}
-	s := &suiteServer{}
+	s := &suiteServer{served: make(chan struct{})}
 	h := cfg.Handler
 	cfg.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.calls.Add(1)
@@ -68,7 +68,12 @@ func startSuite(t *testing.T, cfg *http.Server) *suiteServer {
 	if cfg.TLSConfig != nil {
 		ln = tls.NewListener(ln, cfg.TLSConfig)
 	}
-	s.shutdown, s.closeNow, s.served = serveImpl(cfg, ln)
+	var served <-chan error
+	s.shutdown, s.closeNow, served = serveImpl(cfg, ln)
+	go func() {
+		<-served
+		close(s.served)
+	}()
 	t.Cleanup(func() {
 		_ = s.closeNow()
 		select {
