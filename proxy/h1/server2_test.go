@@ -237,7 +237,7 @@ func TestServerReadHeaderTimeout(t *testing.T) {
 
 func TestServerIdleTimeout(t *testing.T) {
 	s := startSuite(t, &http.Server{
-		IdleTimeout: 200 * time.Millisecond,
+		IdleTimeout: 300 * time.Millisecond,
 		Handler:     http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}),
 	})
 	sc := dialSuite(t, s.addr)
