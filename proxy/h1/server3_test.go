@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/portico/portico/internal/testcert"
+	"github.com/portico/portico/internal/testserve"
 )
 
 // Malformed input, limits, handler panics, TLS and ALPN, and concurrency.
@@ -208,13 +209,8 @@ func TestServerTLS(t *testing.T) {
 // Concurrent keep-alive clients with bodies, under -race: every response
 // is the one for its request.
 func TestServerConcurrentKeepAlive(t *testing.T) {
-	var conns atomic.Int64
-	s := startSuite(t, &http.Server{
-		ConnState: func(_ net.Conn, st http.ConnState) {
-			if st == http.StateNew {
-				conns.Add(1)
-			}
-		},
+	var conns testserve.Conns
+	cfg := &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			b, err := io.ReadAll(r.Body)
 			if err != nil {
@@ -223,7 +219,9 @@ func TestServerConcurrentKeepAlive(t *testing.T) {
 			}
 			_, _ = fmt.Fprintf(w, "%s:%s", r.URL.Query().Get("i"), b)
 		}),
-	})
+	}
+	conns.Track(cfg)
+	s := startSuite(t, cfg)
 	const workers, requests = 8, 200
 	tr := &http.Transport{MaxIdleConnsPerHost: workers}
 	defer tr.CloseIdleConnections()
@@ -249,7 +247,7 @@ func TestServerConcurrentKeepAlive(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	if n := conns.Load(); n > 4*workers {
+	if n := conns.Opened.Load(); n > 4*workers {
 		t.Errorf("%d connections for %d requests: keep-alive is not working", n, workers*requests)
 	}
 }
