@@ -6,12 +6,15 @@ import (
 	"github.com/portico/portico/proxy/h1"
 )
 
-// What every request on a client listener passes before it is routed:
-// the framing rules of RFC 9112 that net/http leaves to its user, and the
-// size limits. The rules net/http enforces itself (conflicting
-// Content-Length values, whitespace before a colon, Transfer-Encoding other
-// than "chunked", control characters in values, HTTP/0.9, a missing Host,
-// max_header_bytes) are pinned by tests in smuggling_test.go.
+// What every request on a client listener passes before it is routed,
+// beyond the framing rules of RFC 9112 that Portico's HTTP/1.1 server
+// (package h1) enforces as it parses: the size limits, and the rules
+// HTTP/2's server leaves to its user. The framing rules (conflicting
+// Content-Length values, Content-Length with Transfer-Encoding,
+// whitespace before a colon, Transfer-Encoding other than "chunked",
+// obsolete line folding, control characters in values, HTTP/0.9, a
+// missing or repeated Host, max_header_bytes) are pinned by tests in
+// smuggling_test.go.
 
 // maxRequestURI is the longest request-target accepted; longer ones get
 // 414. nginx's default buffer for a request line is 8 KiB too.
@@ -21,31 +24,6 @@ const maxRequestURI = 8 << 10
 // net/http never modifies header values in place, and the capacity of one
 // makes any Add copy.
 var connClose = []string{"close"}[:1:1]
-
-// closeAmbiguousFraming closes the connection after any HTTP/1.x request
-// whose framing another HTTP hop may have read differently, so that the
-// bytes after it are never read as a next request (request smuggling,
-// RFC 9112 §6.1 and §11.2):
-//
-//   - a chunked request, which may also have carried a Content-Length that a
-//     hop in front framed it by: net/http deletes that Content-Length before
-//     any handler runs, so Portico cannot tell, and closes after every
-//     chunked request (browsers never send one);
-//   - an HTTP/1.0 request: net/http deletes an HTTP/1.0 request's
-//     Transfer-Encoding and frames it by Content-Length alone, where the RFC
-//     requires closing after it; as Portico cannot see it, HTTP/1.0
-//     connections are not kept alive.
-//
-// "Connection: close" on the response makes net/http close the connection
-// once it is sent, for any handler behind the listener.
-func closeAmbiguousFraming(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.ProtoMajor == 1 && (r.ProtoMinor == 0 || len(r.TransferEncoding) > 0) {
-			w.Header()["Connection"] = connClose
-		}
-		next.ServeHTTP(w, r)
-	})
-}
 
 // overLimit returns the status for a request beyond the server's limits on
 // its request-target and header fields, or with a method that is no token,

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/portico/portico/config"
+	"github.com/portico/portico/proxy/h1"
 )
 
 // ioTimeout bounds every wait in these tests, so that a broken behaviour
@@ -71,17 +72,36 @@ func startProxyLog(t testing.TB, text string, vars map[string]string, log *slog.
 	if err != nil {
 		t.Fatalf("NewSnapshot: %v", err)
 	}
-	srv := httptest.NewUnstartedServer(nil)
-	srv.Config, err = NewServer(&cfg.Server, NewHandler(snap), log)
+	t.Cleanup(snap.Close)
+	srv, err := NewServer(&cfg.Server, NewHandler(snap), log)
 	if err != nil {
 		t.Fatalf("NewServer: %v", err)
 	}
-	srv.Start()
+	addr := serveFront(t, srv, listenLoopback(t))
+	return &testProxy{URL: "http://" + addr, Addr: addr, Snap: snap}
+}
+
+// serveFront serves srv's settings on ln with Portico's HTTP/1 server, as
+// the listeners do, until the test ends, and returns the address.
+func serveFront(t testing.TB, srv *http.Server, ln net.Listener) string {
+	t.Helper()
+	s := h1.NewServer(srv)
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(ln) }()
 	t.Cleanup(func() {
-		srv.Close()
-		snap.Close()
+		_ = s.Close()
+		<-served
 	})
-	return &testProxy{URL: srv.URL, Addr: srv.Listener.Addr().String(), Snap: snap}
+	return ln.Addr().String()
+}
+
+func listenLoopback(t testing.TB) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ln
 }
 
 // serveProxy serves cfg through NewServer on a new loopback listener, for
@@ -95,25 +115,16 @@ func serveProxy(t testing.TB, cfg *config.Config, log *slog.Logger, prepare func
 	if err != nil {
 		t.Fatalf("NewSnapshot: %v", err)
 	}
+	t.Cleanup(snap.Close)
 	srv, err := NewServer(&cfg.Server, NewHandler(snap), log)
 	if err != nil {
 		t.Fatalf("NewServer: %v", err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln := listenLoopback(t)
 	if prepare != nil {
 		ln = prepare(srv, ln)
 	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
-	t.Cleanup(func() {
-		_ = srv.Close()
-		<-served
-		snap.Close()
-	})
-	return snap, ln.Addr().String()
+	return snap, serveFront(t, srv, ln)
 }
 
 // poolConfig is a configuration with one pool, "p", of the given backends,

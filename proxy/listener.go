@@ -167,7 +167,7 @@ func (l *Listener) deliver(c net.Conn) {
 type Generation struct {
 	srv     *http.Server // the settings
 	h1      *h1.Server   // serves them
-	tls     *tls.Config // nil: plain
+	tls     *tls.Config  // nil: plain
 	next    http.Handler
 	addr    net.Addr
 	conns   chan net.Conn

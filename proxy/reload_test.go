@@ -33,16 +33,13 @@ func startReloadable(t *testing.T, cfg *config.Config) *reloadable {
 		t.Fatal(err)
 	}
 	h := NewHandler(snap)
-	srv := httptest.NewUnstartedServer(nil)
-	if srv.Config, err = NewServer(&cfg.Server, h, discardLog); err != nil {
+	t.Cleanup(func() { h.Snapshot().Close() })
+	srv, err := NewServer(&cfg.Server, h, discardLog)
+	if err != nil {
 		t.Fatal(err)
 	}
-	srv.Start()
-	t.Cleanup(func() {
-		srv.Close()
-		h.Snapshot().Close()
-	})
-	return &reloadable{h: h, addr: srv.Listener.Addr().String(), url: srv.URL}
+	addr := serveFront(t, srv, listenLoopback(t))
+	return &reloadable{h: h, addr: addr, url: "http://" + addr}
 }
 
 // reload swaps in the snapshot of cfg and drains the old one's leftovers

@@ -12,11 +12,10 @@ import (
 	"github.com/portico/portico/config"
 )
 
-// NewServer returns the plain-HTTP server for h with the configured
-// limits: a slow client gets read_header_timeout to send its headers and
-// idle_timeout between requests, header blocks beyond max_header_bytes are
-// refused with 431, and a connection closes after a request whose framing
-// another hop may have read differently (closeAmbiguousFraming). With h2c
+// NewServer returns the settings of the plain-HTTP server for h, which
+// h1.Server serves: a slow client gets read_header_timeout to send its
+// headers and idle_timeout between requests, and header blocks beyond
+// max_header_bytes are refused with 431. With h2c
 // it also speaks cleartext HTTP/2, with prior knowledge or by
 // "Upgrade: h2c", under the same HTTP/2 limits as the HTTPS listener.
 func NewServer(sc *config.Server, h http.Handler, log *slog.Logger) (*http.Server, error) {
@@ -28,7 +27,7 @@ func NewServer(sc *config.Server, h http.Handler, log *slog.Logger) (*http.Serve
 	srv.Protocols.SetHTTP1(true)
 	srv.Protocols.SetUnencryptedHTTP2(true)
 	h2s := http2Server(&sc.HTTP2)
-	srv.Handler = closeAmbiguousFraming(&h2cUpgrade{next: h, h2: h2s, base: srv})
+	srv.Handler = &h2cUpgrade{next: h, h2: h2s, base: srv}
 	return srv, http2.ConfigureServer(srv, h2s)
 }
 
@@ -43,7 +42,7 @@ func NewTLSServer(sc *config.Server, h http.Handler, tc *tls.Config, log *slog.L
 
 func baseServer(sc *config.Server, h http.Handler, log *slog.Logger) *http.Server {
 	return &http.Server{
-		Handler:           closeAmbiguousFraming(h),
+		Handler:           h,
 		ReadHeaderTimeout: sc.ReadHeaderTimeout.Duration,
 		IdleTimeout:       sc.IdleTimeout.Duration,
 		MaxHeaderBytes:    sc.MaxHeaderBytes,

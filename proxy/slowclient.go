@@ -31,9 +31,10 @@ func deadlineSlack(timeout time.Duration) int64 { return int64(min(time.Second, 
 
 type deadlineWriter struct {
 	http.ResponseWriter
-	d       deadliner
-	timeout time.Duration
-	set     int64 // the deadline in force, in Unix nanoseconds; 0 before the first write
+	d         deadliner
+	timeout   time.Duration
+	set       int64 // the deadline in force, in Unix nanoseconds; 0 before the first write
+	inherited bool  // set is an earlier request's, not yet claimed for this one
 }
 
 // newDeadlineWriter guards w with send_timeout.
@@ -43,7 +44,7 @@ func newDeadlineWriter(w http.ResponseWriter, d deadliner, timeout time.Duration
 		// Portico's HTTP/1 server keeps a write deadline from one request
 		// to the next, so one set by an earlier request may do.
 		if t := c.WriteDeadline(); !t.IsZero() {
-			dw.set = t.UnixNano()
+			dw.set, dw.inherited = t.UnixNano(), true
 		}
 	}
 	return dw
@@ -52,7 +53,12 @@ func newDeadlineWriter(w http.ResponseWriter, d deadliner, timeout time.Duration
 func (w *deadlineWriter) Write(p []byte) (int, error) {
 	now := time.Now().UnixNano()
 	if w.set-now < int64(w.timeout)-deadlineSlack(w.timeout) {
-		w.set = now + int64(w.timeout)
+		w.set, w.inherited = now+int64(w.timeout), false
+		_ = w.d.SetWriteDeadline(time.Unix(0, w.set))
+	} else if w.inherited {
+		// Setting the deadline in force claims it for this request (the
+		// server would clear it otherwise) and moves no timer.
+		w.inherited = false
 		_ = w.d.SetWriteDeadline(time.Unix(0, w.set))
 	}
 	return w.ResponseWriter.Write(p)

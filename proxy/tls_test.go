@@ -64,16 +64,11 @@ func startFront(t *testing.T, server, doc string, tlsOn bool) *front {
 			f.conns.Add(1)
 		}
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.addr = ln.Addr().String()
+	ln := listenLoopback(t)
 	if tlsOn {
 		ln = tls.NewListener(ln, srv.TLSConfig)
 	}
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() { _ = srv.Close() })
+	f.addr = serveFront(t, srv, ln)
 	return f
 }
 

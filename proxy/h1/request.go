@@ -73,10 +73,11 @@ func parseRequestLine(line string, h *Head) error {
 	if len(proto) != 8 || proto[:5] != "HTTP/" || proto[6] != '.' || !isDigit(proto[5]) || !isDigit(proto[7]) {
 		return errRequestLine
 	}
+	h.Method, h.Target = method, target
 	if proto[5] != '1' || proto[7] > '1' {
-		return errVersion
+		return errVersion // "PRI * HTTP/2.0" too: the caller looks at it
 	}
-	h.Method, h.Target, h.Minor = method, target, int(proto[7]-'0')
+	h.Minor = int(proto[7] - '0')
 	return nil
 }
 
@@ -131,11 +132,30 @@ func newRequest(h *Head) (*http.Request, bool, error) {
 	}
 	if h.Chunked {
 		r.TransferEncoding, r.ContentLength = chunked, -1
+		if len(h.Trailer) > 0 {
+			r.Trailer = announcedTrailer(h.Trailer)
+		}
 	}
 	return r, expect, nil
 }
 
 var chunked = []string{"chunked"}[:1:1]
+
+// announcedTrailer is r.Trailer before the body is read: the names the
+// Trailer field announced, without values, as in net/http. The map is
+// made now so that copies of the request (WithContext) share the values
+// the body fills in.
+func announcedTrailer(fields []string) http.Header {
+	t := make(http.Header)
+	for _, names := range fields {
+		for name := range strings.SplitSeq(names, ",") {
+			if name = trimOWS(name); ValidFieldName(name) {
+				t[http.CanonicalHeaderKey(name)] = nil
+			}
+		}
+	}
+	return t
+}
 
 // parseTarget parses a request-target as net/http does: origin-form,
 // absolute-form, "*", or a CONNECT request's authority-form.

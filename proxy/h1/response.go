@@ -220,6 +220,8 @@ func (w *response) sendHead(done bool) {
 	}
 	if w.close && !hasToken(w.header["Connection"], "close") {
 		head = append(head, "Connection: close\r\n"...)
+	} else if !w.close && w.req.ProtoMinor == 0 {
+		head = append(head, "Connection: keep-alive\r\n"...) // HTTP/1.0 closes by default
 	}
 	if _, ok := w.header["Date"]; !ok {
 		head = append(head, "Date: "...)
@@ -281,13 +283,15 @@ func (w *response) hasTrailers(done bool) bool {
 // appendFields writes the handler's header fields but those the server
 // frames itself; a field that is not valid on the wire is left out.
 func (w *response) appendFields(b []byte) []byte {
+	announced := w.header["Trailer"]
 	for k, vs := range w.header {
 		switch k {
 		case "Content-Length", "Transfer-Encoding":
 			continue
 		}
-		if strings.HasPrefix(k, http.TrailerPrefix) || !ValidFieldName(k) {
-			continue
+		if strings.HasPrefix(k, http.TrailerPrefix) || !ValidFieldName(k) ||
+			announced != nil && hasToken(announced, k) {
+			continue // a trailer, sent after the body
 		}
 		for _, v := range vs {
 			if ValidFieldValue(v) {
@@ -312,7 +316,8 @@ func (w *response) finish() bool {
 	}
 	if !w.sent {
 		w.sendHead(true)
-	} else if w.chunked {
+	}
+	if w.chunked {
 		w.buf = append(w.buf, "0\r\n"...)
 		w.buf = w.appendTrailers(w.buf)
 		w.buf = append(w.buf, "\r\n"...)
@@ -360,17 +365,6 @@ func appendTrailer(b []byte, k, v string) []byte {
 // connection closes, cutting short whatever was sent.
 func (w *response) abort() { w.aborted = true }
 
-// sendError answers a request that could not be read with status and
-// closes the connection.
-func (w *response) sendError(status int) {
-	text := strconv.Itoa(status) + " " + http.StatusText(status)
-	b := appendStatusLine(make([]byte, 0, 160), status)
-	b = append(b, "Content-Type: text/plain; charset=utf-8\r\nConnection: close\r\nContent-Length: "...)
-	b = strconv.AppendInt(b, int64(len(text)), 10)
-	b = append(b, "\r\n\r\n"...)
-	_, _ = w.c.nc.Write(append(b, text...))
-}
-
 // Hijack hands the connection over (WebSocket, h2c upgrade).
 func (w *response) Hijack() (net.Conn, *bufio.ReadWriter, error) { return w.c.hijack() }
 
@@ -398,13 +392,14 @@ func (w *response) WriteDeadline() time.Time { return w.wd }
 // written.
 func (w *response) EnableFullDuplex() error { return nil }
 
-// writeDeadlineCheck clears a write deadline that an earlier request set,
-// that this one did not renew, and that is about to pass, before it cuts
-// this response short. A write deadline outlives its request so that a
-// handler renewing it per request (send_timeout) can leave one that is
-// still far off in force: moving it is a timer update.
+// writeDeadlineCheck clears a write deadline that an earlier request set
+// and this one did not, before it cuts this response short. A write
+// deadline outlives its request so that a handler renewing it per request
+// (send_timeout) can keep one that is still far off, by setting it again
+// to what WriteDeadline returns, which costs nothing: moving it is a timer
+// update.
 func (w *response) writeDeadlineCheck() {
-	if !w.wdSet && !w.wd.IsZero() && time.Until(w.wd) < time.Second {
+	if !w.wdSet && !w.wd.IsZero() {
 		w.wd = time.Time{}
 		_ = w.c.nc.SetWriteDeadline(w.wd)
 	}

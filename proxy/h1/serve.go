@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"runtime"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -53,6 +54,7 @@ type serverConn struct {
 
 	wmu      sync.Mutex // orders "100 Continue" before the response
 	hijacked bool
+	linger   bool // the server ends the connection after a response: see end
 }
 
 const (
@@ -70,6 +72,14 @@ const (
 )
 
 var baseContext = context.Background()
+
+// after returns the deadline d from now, or none for d <= 0.
+func after(d time.Duration) time.Time {
+	if d <= 0 {
+		return time.Time{}
+	}
+	return time.Now().Add(d)
+}
 
 func newServerConn(s *Server, nc net.Conn) *serverConn {
 	c := &serverConn{srv: s, nc: nc, bgDone: make(chan struct{}, 1)}
@@ -97,13 +107,13 @@ func (c *serverConn) serve() {
 		}
 	}
 	c.remote = c.nc.RemoteAddr().String()
-	c.setReadDeadline(time.Now().Add(c.srv.cfg.ReadHeaderTimeout), true)
+	c.setReadDeadline(after(c.srv.cfg.ReadHeaderTimeout), true)
 	first := true
 	for {
 		h, err := c.readHead()
 		if err != nil {
 			if status := c.headErrorStatus(err); status != 0 {
-				c.resp.sendError(status)
+				c.sendError(status)
 			}
 			return
 		}
@@ -127,9 +137,45 @@ func (c *serverConn) end() {
 	if c.hijacked {
 		return
 	}
+	if c.linger {
+		c.lingerClose()
+	}
 	_ = c.nc.Close()
 	c.srv.connState(c.nc, http.StateClosed)
 }
+
+// sendError answers a request that could not be read with status; the
+// connection then closes.
+func (c *serverConn) sendError(status int) {
+	text := strconv.Itoa(status) + " " + http.StatusText(status)
+	b := appendStatusLine(make([]byte, 0, 160), status)
+	b = append(b, "Content-Type: text/plain; charset=utf-8\r\nConnection: close\r\nContent-Length: "...)
+	b = strconv.AppendInt(b, int64(len(text)), 10)
+	b = append(b, "\r\n\r\n"...)
+	_, _ = c.nc.Write(append(b, text...))
+	c.linger = true
+}
+
+// lingerClose reads and drops what the client still sends, for a moment,
+// before the connection closes: closed with unread bytes, the socket would
+// be reset, and a reset can destroy the response before the client reads
+// it. A half-close, where the connection offers one, tells the client
+// that nothing follows.
+func (c *serverConn) lingerClose() {
+	if cw, ok := c.nc.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+	}
+	_ = c.nc.SetReadDeadline(time.Now().Add(lingerTimeout))
+	for n := 0; n < maxDiscard; {
+		m, err := c.nc.Read(c.conn.buf)
+		if err != nil {
+			return
+		}
+		n += m
+	}
+}
+
+const lingerTimeout = 500 * time.Millisecond
 
 // headErrorStatus is the status a failed head gets, or 0 when the
 // connection just ends (closed, timed out, shut down) without an answer.
@@ -172,7 +218,7 @@ func (c *serverConn) readHead() (*Head, error) {
 	if findHeadEnd(cc.buf[cc.r:cc.w], 0) == 0 {
 		// The head arrives in pieces: from now on it has
 		// ReadHeaderTimeout, not the idle timeout.
-		c.setReadDeadline(time.Now().Add(c.srv.cfg.ReadHeaderTimeout), true)
+		c.setReadDeadline(after(c.srv.cfg.ReadHeaderTimeout), true)
 	}
 	end, err := cc.headEnd()
 	if err != nil {
@@ -213,7 +259,7 @@ func (c *serverConn) fill() error {
 func (c *serverConn) serveRequest(h *Head) bool {
 	r, expect, err := newRequest(h)
 	if err != nil {
-		c.resp.sendError(requestErrorStatus(err))
+		c.sendError(requestErrorStatus(err))
 		return false
 	}
 	cc := &c.conn
@@ -240,6 +286,7 @@ func (c *serverConn) serveRequest(h *Head) bool {
 	if keep {
 		c.waitNext()
 	}
+	c.linger = !keep
 	return keep
 }
 
@@ -436,7 +483,7 @@ func (c *serverConn) serveH2C() {
 		}
 	}
 	if fn == nil || !bytes.Equal(cc.buf[cc.r:cc.r+len(prefaceRest)], prefaceRest) {
-		c.resp.sendError(http.StatusHTTPVersionNotSupported)
+		c.sendError(http.StatusHTTPVersionNotSupported)
 		return
 	}
 	cc.r += len(prefaceRest)

@@ -29,9 +29,10 @@ import (
 // It is net/http's http.Server today, to validate the suite; switching it to
 // h1.Server runs the suite against Portico's server.
 var serveImpl = func(cfg *http.Server, ln net.Listener) (shutdown func(context.Context) error, closeNow func() error, served <-chan error) {
+	s := NewServer(cfg)
 	done := make(chan error, 1)
-	go func() { done <- cfg.Serve(ln) }()
-	return cfg.Shutdown, cfg.Close, done
+	go func() { done <- s.Serve(ln) }()
+	return s.Shutdown, s.Close, done
 }
 
 // waitBound is how long a test waits for something that must happen (a
