@@ -1,6 +1,7 @@
 package h1
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net/http"
@@ -86,7 +87,9 @@ func isDigit(c byte) bool { return '0' <= c && c <= '9' }
 // newRequest builds the http.Request for a parsed head: the header map
 // shares one slice of values, Host leaves the map for r.Host as in
 // net/http, and Transfer-Encoding for r.TransferEncoding.
-func newRequest(h *Head) (*http.Request, bool, error) {
+func newRequest(h *Head, ctx context.Context) (*http.Request, bool, error) {
+	// Built on the stack and copied once by WithContext, the only way to
+	// give a request its context.
 	r := &http.Request{
 		Method: h.Method, RequestURI: h.Target,
 		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: h.Minor,
@@ -136,7 +139,7 @@ func newRequest(h *Head) (*http.Request, bool, error) {
 			r.Trailer = announcedTrailer(h.Trailer)
 		}
 	}
-	return r, expect, nil
+	return r.WithContext(ctx), expect, nil
 }
 
 var chunked = []string{"chunked"}[:1:1]

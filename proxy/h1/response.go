@@ -38,6 +38,7 @@ type response struct {
 	// framing included) up to bufSize. Before the head is sent it holds
 	// only body bytes, at bodyAt, with room for a head before them.
 	buf  []byte
+	base []byte    // buf's backing array, kept from one response to the next
 	head []byte    // scratch for the head, kept
 	wd   time.Time // the write deadline in force on the connection
 }
@@ -54,14 +55,15 @@ func (w *response) reset(r *http.Request) {
 	} else {
 		clear(w.header)
 	}
-	if cap(w.buf) > maxKept {
-		w.buf = nil
-	}
+
 	w.req = r
 	w.status, w.declared, w.written = 0, -1, 0
 	w.noBody, w.sent, w.chunked, w.aborted, w.wdSet, w.err = r.Method == http.MethodHead, false, false, false, false, nil
 	w.close = r.Close
-	w.buf = append(w.buf[:0], make([]byte, headRoom)...)
+	if cap(w.base) < headRoom {
+		w.base = make([]byte, 0, headRoom+4<<10)
+	}
+	w.buf = w.base[:headRoom]
 }
 
 func (w *response) Header() http.Header { return w.header }
@@ -81,9 +83,12 @@ func (w *response) WriteHeader(code int) {
 			return // HTTP/1.0 has no interim responses
 		}
 		b := appendStatusLine(make([]byte, 0, 256), code)
-		b = w.appendFields(b)
+		b = append(w.appendFields(b), "\r\n"...)
 		w.c.wmu.Lock()
-		w.write(append(b, "\r\n"...))
+		if code != http.StatusContinue || !w.c.continued {
+			w.c.continued = w.c.continued || code == http.StatusContinue
+			w.write(b)
+		}
 		w.c.wmu.Unlock()
 		return
 	}
@@ -152,7 +157,7 @@ func (w *response) writeBody(p []byte) error {
 	if _, err := bufs.WriteTo(w.c.nc); err != nil && w.err == nil {
 		w.err = err
 	}
-	w.buf = w.buf[:0]
+	w.drained()
 	return w.err
 }
 
@@ -178,7 +183,16 @@ func (w *response) flush() {
 		w.writeDeadlineCheck()
 		w.write(w.buf)
 	}
-	w.buf = w.buf[:0]
+	w.drained()
+}
+
+// drained empties the buffer once it is written, keeping the largest
+// backing array it had, up to maxKept.
+func (w *response) drained() {
+	if cap(w.buf) > cap(w.base) && cap(w.buf) <= maxKept {
+		w.base = w.buf
+	}
+	w.buf = w.base[:0]
 }
 
 func (w *response) write(b []byte) {

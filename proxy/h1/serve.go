@@ -52,7 +52,8 @@ type serverConn struct {
 	rd      time.Time
 	waiting bool
 
-	wmu      sync.Mutex // orders "100 Continue" before the response
+	wmu       sync.Mutex // orders "100 Continue" before the response
+	continued bool       // a 100 went out for this request (under wmu)
 	hijacked bool
 	linger   bool // the server ends the connection after a response: see end
 }
@@ -257,17 +258,17 @@ func (c *serverConn) fill() error {
 // serveRequest runs the handler for one request and finishes its
 // response; it reports whether the connection may serve another.
 func (c *serverConn) serveRequest(h *Head) bool {
-	r, expect, err := newRequest(h)
+	ctx, cancel := context.WithCancel(baseContext)
+	r, expect, err := newRequest(h, ctx)
 	if err != nil {
+		cancel()
 		c.sendError(requestErrorStatus(err))
 		return false
 	}
 	cc := &c.conn
 	cc.body.resetRequest(h)
-	ctx, cancel := context.WithCancel(baseContext)
-	r = r.WithContext(ctx)
 	r.RemoteAddr, r.TLS = c.remote, c.tls
-	c.body, c.expect, c.cancel = nil, false, cancel
+	c.body, c.expect, c.cancel, c.continued = nil, false, cancel, false
 	if cc.body.done {
 		r.Body = http.NoBody
 		c.startBackgroundRead(cancel)
@@ -431,13 +432,15 @@ func (c *serverConn) setReadDeadline(t time.Time, waiting bool) {
 }
 
 // sendContinue sends "100 Continue" before the first read of a body whose
-// client waits for it, unless the response has started.
+// client waits for it, unless the response, or a 100 from the handler, has
+// gone out already.
 func (c *serverConn) sendContinue() error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	if c.resp.sent {
+	if c.resp.sent || c.continued {
 		return nil
 	}
+	c.continued = true
 	_, err := c.nc.Write(continueLine)
 	return err
 }

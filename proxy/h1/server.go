@@ -42,10 +42,6 @@ type Server struct {
 	wg       sync.WaitGroup // Serve loops
 }
 
-// DefaultMaxRequestHeaderBytes is the request head limit when the
-// http.Server leaves MaxHeaderBytes zero, as net/http's.
-const DefaultMaxRequestHeaderBytes = http.DefaultMaxHeaderBytes
-
 // ErrServerClosed is what Serve returns after Shutdown or Close.
 var ErrServerClosed = http.ErrServerClosed
 
@@ -54,7 +50,7 @@ var ErrServerClosed = http.ErrServerClosed
 func NewServer(cfg *http.Server) *Server {
 	maxHead := cfg.MaxHeaderBytes
 	if maxHead <= 0 {
-		maxHead = DefaultMaxRequestHeaderBytes
+		maxHead = http.DefaultMaxHeaderBytes
 	}
 	h := cfg.Handler
 	if h == nil {
@@ -90,14 +86,14 @@ func (s *Server) Serve(ln net.Listener) error {
 			if s.shutdown.Load() {
 				return ErrServerClosed
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-				s.logf("h1: accept error: %v; retrying in %v", err, backoff)
-				time.Sleep(backoff)
-				continue
+			if errors.Is(err, net.ErrClosed) {
+				return err
 			}
-			return err
+			// Out of file descriptors and the like: back off as net/http does.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			s.logf("h1: accept error: %v; retrying in %v", err, backoff)
+			time.Sleep(backoff)
+			continue
 		}
 		backoff = 0
 		c := newServerConn(s, nc)
