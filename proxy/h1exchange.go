@@ -31,7 +31,7 @@ func (f *forwarder) h1(w http.ResponseWriter, o *outbound, b *balancer.Backend, 
 			}
 			return err
 		}
-		stop := context.AfterFunc(ctx, c.AbortFunc())
+		stop := afterClientGone(w, ctx, c.AbortFunc())
 		err = f.exchange(w, o, c, b, start, info)
 		aborted := !stop()
 		if err == errNotSent && o.replayable() && ctx.Err() == nil ||
@@ -45,6 +45,22 @@ func (f *forwarder) h1(w http.ResponseWriter, o *outbound, b *balancer.Backend, 
 			f.up.failed(b, o, start, err)
 		}
 		return err
+	}
+}
+
+// afterClientGone is context.AfterFunc(ctx, f) for a request that w
+// answers: through Portico's HTTP/1 server's cheaper hook when w (or a
+// writer it wraps) offers one.
+func afterClientGone(w http.ResponseWriter, ctx context.Context, f func()) (stop func() bool) {
+	for {
+		if n, ok := w.(interface{ AfterClientGone(func()) func() bool }); ok {
+			return n.AfterClientGone(f)
+		}
+		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
+		if !ok {
+			return context.AfterFunc(ctx, f)
+		}
+		w = u.Unwrap()
 	}
 }
 

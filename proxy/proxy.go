@@ -10,6 +10,7 @@
 package proxy
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -204,12 +205,18 @@ func (h *Handler) Snapshot() *Snapshot { return h.snap.Load() }
 func (h *Handler) Swap(s *Snapshot) *Snapshot { return h.snap.Swap(s) }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	ctx, info := reqinfo.NewContext(r.Context())
+	// Portico's HTTP/1 server makes the record with the request; HTTP/2
+	// requests get theirs here.
+	inner, info := r, reqinfo.From(r.Context())
+	if info == nil {
+		var ctx context.Context
+		ctx, info = reqinfo.NewContext(r.Context())
+		inner = r.WithContext(ctx)
+	}
 	info.Start = time.Now()
 	s := h.snap.Load()
 	info.ClientIP, info.TrustedPeer = clientIP(r, s.trusted)
 	d, _ := w.(deadliner) // before wrapping: the wrappers hide it
-	inner := r.WithContext(ctx)
 	var body *clientBody
 	if inner.Body != nil && inner.Body != http.NoBody {
 		body = newClientBody(inner, d, s.bodyTimeout)

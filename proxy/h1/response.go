@@ -402,6 +402,12 @@ func (w *response) SetWriteDeadline(t time.Time) error {
 // its own can skip a renewal that changes little.
 func (w *response) WriteDeadline() time.Time { return w.wd }
 
+// AfterClientGone arranges for f to run when the client closes the
+// connection before the handler returns, as context.AfterFunc on the
+// request's context does, with fewer allocations; stop unregisters f and
+// reports whether it had not run.
+func (w *response) AfterClientGone(f func()) (stop func() bool) { return w.c.afterClientGone(f) }
+
 // EnableFullDuplex: the body may always be read while the response is
 // written.
 func (w *response) EnableFullDuplex() error { return nil }

@@ -15,6 +15,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/portico/portico/reqinfo"
 )
 
 // serverConn is one client connection: the reading half is a Conn (buffer,
@@ -44,6 +46,12 @@ type serverConn struct {
 	bgAbort   atomic.Bool
 	bgContext context.CancelFunc // the request the background read watches
 
+	// What runs when the client leaves during the handler (AfterClientGone).
+	goneMu   sync.Mutex
+	gone     bool   // the client left during this request
+	goneFn   func() // registered, not yet run or stopped
+	stopGone func() bool
+
 	// Read deadlines: rd is the one in force; waiting, that the
 	// connection waits for a request (the deadline is the idle or header
 	// timeout) rather than running one (a deadline that passes then is a
@@ -54,8 +62,8 @@ type serverConn struct {
 
 	wmu       sync.Mutex // orders "100 Continue" before the response
 	continued bool       // a 100 went out for this request (under wmu)
-	hijacked bool
-	linger   bool // the server ends the connection after a response: see end
+	hijacked  bool
+	linger    bool // the server ends the connection after a response: see end
 }
 
 const (
@@ -88,6 +96,7 @@ func newServerConn(s *Server, nc net.Conn) *serverConn {
 	c.conn = Conn{nc: nc, maxHead: s.maxHead, buf: make([]byte, readBufSize)}
 	c.conn.body.c = &c.conn
 	c.resp.c = c
+	c.stopGone = c.unregisterGone
 	return c
 }
 
@@ -112,14 +121,14 @@ func (c *serverConn) serve() {
 	first := true
 	for {
 		h, err := c.readHead()
+		if err == errPreface && first && c.tls == nil {
+			c.serveH2C()
+			return
+		}
 		if err != nil {
 			if status := c.headErrorStatus(err); status != 0 {
 				c.sendError(status)
 			}
-			return
-		}
-		if first && c.tls == nil && h.Method == "PRI" && h.Target == "*" {
-			c.serveH2C()
 			return
 		}
 		first = false
@@ -190,6 +199,10 @@ func (c *serverConn) headErrorStatus(err error) int {
 // errParse wraps a head that arrived and is malformed.
 var errParse = errors.New("h1: malformed request")
 
+// errPreface is the start of the HTTP/2 connection preface in place of a
+// request: prior-knowledge h2c on a connection's first request, else 505.
+var errPreface = parseError{errVersion}
+
 type parseError struct{ err error }
 
 func (e parseError) Error() string { return e.err.Error() }
@@ -231,8 +244,8 @@ func (c *serverConn) readHead() (*Head, error) {
 	s := string(cc.buf[cc.r : cc.r+end])
 	cc.r += end
 	if err := parseRequestHead(s, &cc.head, cc.fields); err != nil {
-		if cc.head.Method == "PRI" && cc.head.Target == "*" && err == errVersion {
-			return &cc.head, nil // the HTTP/2 preface; serve decides
+		if err == errVersion && s == "PRI * HTTP/2.0\r\n\r\n" {
+			return nil, errPreface
 		}
 		return nil, parseError{err}
 	}
@@ -259,6 +272,9 @@ func (c *serverConn) fill() error {
 // response; it reports whether the connection may serve another.
 func (c *serverConn) serveRequest(h *Head) bool {
 	ctx, cancel := context.WithCancel(baseContext)
+	// The request's record comes with its context, in the same
+	// allocation, so that the handler need not copy the request to add it.
+	ctx, _ = reqinfo.NewContext(ctx)
 	r, expect, err := newRequest(h, ctx)
 	if err != nil {
 		cancel()
@@ -269,6 +285,7 @@ func (c *serverConn) serveRequest(h *Head) bool {
 	cc.body.resetRequest(h)
 	r.RemoteAddr, r.TLS = c.remote, c.tls
 	c.body, c.expect, c.cancel, c.continued = nil, false, cancel, false
+	c.gone, c.goneFn = false, nil
 	if cc.body.done {
 		r.Body = http.NoBody
 		c.startBackgroundRead(cancel)
@@ -367,10 +384,45 @@ func (c *serverConn) backgroundRead() {
 		c.bgN, c.bgErr = n, err
 		if n == 0 && !c.bgAbort.Load() && c.bgContext != nil {
 			c.bgContext() // the client left
+			c.clientGone()
 		}
 		c.bgDone <- struct{}{}
 		return
 	}
+}
+
+// clientGone runs the function AfterClientGone registered, if any.
+func (c *serverConn) clientGone() {
+	c.goneMu.Lock()
+	f := c.goneFn
+	c.gone, c.goneFn = true, nil
+	c.goneMu.Unlock()
+	if f != nil {
+		f()
+	}
+}
+
+// afterClientGone is context.AfterFunc on the request's context, for the
+// one function a proxy registers per request (abort the backend exchange
+// when the client leaves), without its allocations: one function at a
+// time, run on the background read's goroutine.
+func (c *serverConn) afterClientGone(f func()) func() bool {
+	c.goneMu.Lock()
+	if c.gone || c.goneFn != nil {
+		c.goneMu.Unlock()
+		return context.AfterFunc(c.resp.req.Context(), f)
+	}
+	c.goneFn = f
+	c.goneMu.Unlock()
+	return c.stopGone
+}
+
+func (c *serverConn) unregisterGone() bool {
+	c.goneMu.Lock()
+	defer c.goneMu.Unlock()
+	registered := c.goneFn != nil
+	c.goneFn = nil
+	return registered
 }
 
 // staleDeadline clears a read deadline that passed while a handler ran:
