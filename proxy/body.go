@@ -17,10 +17,10 @@ import (
 //   - client_body_timeout: each read gets its own deadline, renewed per read,
 //     so uploads of any length pass while they move (nginx's
 //     client_body_timeout). Once the body is complete the deadline is
-//     cleared: left set, it would fire in net/http's background read and
+//     cleared: left set, it would fire in the server's background read and
 //     cancel the request while the backend is still answering. After a
-//     timeout it stays expired, so net/http drops the connection rather than
-//     wait to discard the rest.
+//     timeout it stays expired, so the server drops the connection rather
+//     than wait to discard the rest.
 //   - max_body_bytes on a body of unknown length (chunked, HTTP/2): reading
 //     past it fails the body.
 //   - the outcome, for everyone who must tell a client's fault from a
@@ -30,8 +30,8 @@ import (
 //     a body that broke its framing or ended early is 400, a stalled one
 //     408, an oversized one 413. Such a failure is answered with that
 //     status, never 502, and says nothing about the backend.
-//   - the bytes read, for the request record, and a bound on how long
-//     net/http reads what is left of an unused body (finish).
+//   - the bytes read, for the request record, and a bound on how long the
+//     server reads what is left of an unused body (finish).
 //
 // The transport reads it on its own goroutine while the handler looks at
 // the outcome, so the outcome is atomic. Close does nothing: the transport
@@ -77,9 +77,9 @@ func (b *clientBody) limit(maxBytes int64) {
 
 // finish records the body's size in the request record and, if the body was
 // not read to its end (refused, unrouted, answered before it was read),
-// bounds how long net/http goes on reading the rest after the handler: up to
-// 256 KiB, with no deadline of its own, so a client that never sends it would
-// hold the connection.
+// bounds how long the server goes on reading the rest after the handler
+// (HTTP/1: up to 256 KiB), so that a client that never sends it cannot hold
+// the connection.
 func (b *clientBody) finish(d deadliner, info *reqinfo.Info) {
 	info.BytesIn = b.n.Load()
 	if !b.done() && d != nil {
@@ -87,7 +87,7 @@ func (b *clientBody) finish(d deadliner, info *reqinfo.Info) {
 	}
 }
 
-// drainTimeout is how long net/http may go on reading a request body that
+// drainTimeout is how long the server may go on reading a request body that
 // was not used before the connection closes. Reading it rather than closing
 // at once keeps the client's kernel from resetting the connection before the
 // client has read the answer.

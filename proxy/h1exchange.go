@@ -240,7 +240,7 @@ func startBody(c *h1.Conn, body io.Reader, length int64, r *http.Request, rht ti
 	// connection's last exchange left must not cut the wait short.
 	_ = c.SetReadDeadline(time.Time{})
 	s := &bodySender{done: make(chan error, 1), rht: rht}
-	// net/http fills a request's trailers once its body is read to its end.
+	// The server fills a request's trailers once its body is read to its end.
 	trailer := func() http.Header { return r.Trailer }
 	go func() {
 		buf := copyBuffers.get()
@@ -320,7 +320,7 @@ func (s *bodySender) fail(c *h1.Conn, o *outbound, err error) error {
 
 // stop ends a sender that may be waiting for the client's next bytes, which
 // the client may well hold back until it has the answer (clientBody.stop).
-// Handler then gives net/http its short drain time for the rest of the
+// Handler then gives the server its short drain time for the rest of the
 // body, and the response closes the connection (bodyUnfinished). Call it
 // once the connection is aborted, so that the sender cannot block on the
 // backend either.

@@ -17,8 +17,8 @@ import (
 )
 
 // Listener is one listening socket, kept across reloads. It accepts in a
-// loop of its own and hands each connection to the Generation (an
-// http.Server) now in charge of it, so that a reload that changes server
+// loop of its own and hands each connection to the Generation (a server)
+// now in charge of it, so that a reload that changes server
 // settings starts a new server on the same socket instead of closing it:
 // no connection attempt is refused or reset, and the new settings apply to
 // new connections while the old server finishes its own.
@@ -156,7 +156,9 @@ func (l *Listener) deliver(c net.Conn) {
 	}
 }
 
-// Generation is one http.Server serving a Listener's connections, from
+// Generation is one server (Portico's HTTP/1.1 server, h1.Server, with the
+// settings of an http.Server, handing HTTP/2 to x/net's) serving a
+// Listener's connections, from
 // when it takes over until the next one does or the socket closes, and
 // then the connections it has until they end. A retired generation answers
 // every request (but an upgrade) with "Connection: close", which ends an
@@ -181,8 +183,8 @@ type Generation struct {
 }
 
 func newGeneration(srv *http.Server, addr net.Addr) *Generation {
-	// TLS is decided now: http.Server.Serve gives a plain server a
-	// TLSConfig of its own for HTTP/2.
+	// TLS is decided now, by the server's settings: NewTLSServer's have a
+	// TLSConfig, NewServer's none.
 	g := &Generation{srv: srv, tls: srv.TLSConfig, next: srv.Handler, addr: addr,
 		conns: make(chan net.Conn), closed: make(chan struct{}), empty: make(chan struct{})}
 	srv.Handler = g

@@ -252,3 +252,35 @@ func TestUpgradedConnectionOutlivesItsGeneration(t *testing.T) {
 		t.Errorf("echo after shutdown: %q %v", got, err)
 	}
 }
+
+// A plain listener with h2c on serves HTTP/1.1 and prior-knowledge HTTP/2
+// through a Generation. x/net's ConfigureServer gives every server a
+// TLSConfig; a generation that took it for a TLS one would wrap the plain
+// socket in TLS and answer nothing right.
+func TestH2CGenerationIsPlain(t *testing.T) {
+	l := listen(t)
+	cfg := parseConfig(t, "[server]\nh2c = true\n"+poolConfig("", "http://127.0.0.1:1"), nil)
+	srv, err := NewServer(&cfg.Server, named("h2c"), discardLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, _ := l.Serve(srv, nil)
+	t.Cleanup(func() { _ = g.Close() })
+	url := "http://" + l.Addr().String() + "/"
+
+	h2 := &http.Client{Timeout: ioTimeout, Transport: &http2.Transport{AllowHTTP: true,
+		DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, network, addr)
+		}}}
+	for name, c := range map[string]*http.Client{"HTTP/1.1": {Timeout: ioTimeout}, "HTTP/2 prior knowledge": h2} {
+		res, err := c.Get(url)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		body, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != http.StatusOK || string(body) != "h2c " {
+			t.Errorf("%s: %d %q, want 200 %q", name, res.StatusCode, body, "h2c ")
+		}
+	}
+}

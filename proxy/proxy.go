@@ -224,7 +224,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	stats := s.unrouted
 	// Deferred, so that a response cut short (the forwarder aborts it with
-	// http.ErrAbortHandler, which unwinds to net/http) is logged and
+	// http.ErrAbortHandler, which unwinds to the server) is logged and
 	// counted too.
 	defer func() {
 		if body != nil {

@@ -47,9 +47,9 @@ func relay1xx(w http.ResponseWriter, status int, fields []h1.Field) {
 // w.Header(). A stream (a body of unknown length, or server-sent events) is
 // flushed whenever the next read could wait, so that nothing the backend
 // sent sits in a buffer while the proxy waits for more; a bounded body goes
-// out as net/http buffers it. With trailers the head is flushed at once,
-// which makes net/http send the body chunked, the only framing that carries
-// trailers.
+// out as the server buffers it. With trailers the head is flushed at once,
+// which makes an HTTP/1.1 server send the body chunked, the only framing
+// that carries trailers.
 //
 // What has arrived of an HTTP/1.1 backend's body goes out straight from the
 // connection's buffer (a small response never touches a copy buffer); the
@@ -140,7 +140,8 @@ func isEventStream(h http.Header) bool {
 
 // addTrailers adds a body's trailer fields to h once the body is relayed:
 // the announced ones as they are, others with http.TrailerPrefix, which is
-// how net/http sends trailers it was not told of in advance.
+// how Go's servers (Portico's HTTP/1 one too) send trailers they were not
+// told of in advance.
 func addTrailers(h http.Header, fields []h1.Field, announced []string) {
 	for _, f := range fields {
 		if f.Hop {

@@ -28,7 +28,11 @@ func NewServer(sc *config.Server, h http.Handler, log *slog.Logger) (*http.Serve
 	srv.Protocols.SetUnencryptedHTTP2(true)
 	h2s := http2Server(&sc.HTTP2)
 	srv.Handler = &h2cUpgrade{next: h, h2: h2s, base: srv}
-	return srv, http2.ConfigureServer(srv, h2s)
+	err := http2.ConfigureServer(srv, h2s)
+	// ConfigureServer gives every server a TLSConfig, which would have the
+	// listener take this plain one for HTTPS (Generation).
+	srv.TLSConfig = nil
+	return srv, err
 }
 
 // NewTLSServer returns the HTTPS server for h: HTTP/1.1 and HTTP/2 by ALPN,

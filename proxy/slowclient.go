@@ -5,7 +5,7 @@ import (
 	"time"
 )
 
-// Once a request's headers are in, net/http puts no bound on how slowly the
+// Once a request's headers are in, the servers put no bound on how slowly the
 // client sends its body or reads the response: a client can hold a
 // connection, and a backend connection behind it, forever. The request body
 // gets a deadline per read from clientBody (body.go); the response gets one

@@ -1,14 +1,20 @@
-// Package h1 is Portico's HTTP/1.1 client side: connections to one backend
-// kept in a LIFO idle pool, the response head parser, and the body framings
-// (Content-Length, chunked with trailers, until close) in both directions.
+// Package h1 is Portico's HTTP/1.1, both sides of the proxy: the client
+// for backends (connections to one backend kept in a LIFO idle pool, the
+// response head parser) and the server for clients (the request head
+// parser, a response writer, connection management), sharing one
+// connection reader and the body framings (Content-Length, chunked with
+// trailers, until close) in both directions.
 //
-// It does a round trip on the caller's goroutine: the caller writes the
+// Each side does its work on the caller's goroutine: the client writes the
 // request head and reads the response from the same Conn, with no read or
 // write loop goroutines and no per-request channels, which is where
-// net/http's Transport spends much of a small request's time. What to send
-// (which headers, the URI) is the caller's business; h1 only frames bytes
-// and says whether the exchange ended at a message boundary, the one
-// condition under which a connection goes back to the pool.
+// net/http's Transport spends much of a small request's time; the server
+// reads a request, runs the handler and writes the response on the
+// connection's goroutine, with no per-request deadline changes. What to
+// send (which headers, the URI) is the caller's business; h1 only frames
+// bytes, enforces the framing rules (RFC 9112) strictly, and says whether
+// an exchange ended at a message boundary, the one condition under which a
+// connection is used again.
 package h1
 
 import (

@@ -114,6 +114,10 @@ func newRequest(h *Head, ctx context.Context) (*http.Request, bool, error) {
 			continue
 		case "Transfer-Encoding":
 			continue
+		case "Trailer":
+			if h.Chunked {
+				continue // r.Trailer has the names, as in net/http
+			}
 		case "Expect":
 			if !strings.EqualFold(f.Value, "100-continue") {
 				return nil, false, errExpect
