@@ -171,11 +171,16 @@ func (c *serverConn) sendError(status int) {
 // be reset, and a reset can destroy the response before the client reads
 // it. A half-close, where the connection offers one, tells the client
 // that nothing follows.
+//
+// A client that goes on sending (a large upload the backend refused) is
+// read for up to maxDiscard bytes, then left to fill the socket buffers
+// until the time is up, as net/http does, rather than read at its own pace.
 func (c *serverConn) lingerClose() {
 	if cw, ok := c.nc.(interface{ CloseWrite() error }); ok {
 		_ = cw.CloseWrite()
 	}
-	_ = c.nc.SetReadDeadline(time.Now().Add(lingerTimeout))
+	until := time.Now().Add(lingerTimeout)
+	_ = c.nc.SetReadDeadline(until)
 	for n := 0; n < maxDiscard; {
 		m, err := c.nc.Read(c.conn.buf)
 		if err != nil {
@@ -183,6 +188,7 @@ func (c *serverConn) lingerClose() {
 		}
 		n += m
 	}
+	time.Sleep(time.Until(until))
 }
 
 const lingerTimeout = 500 * time.Millisecond
