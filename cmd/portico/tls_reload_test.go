@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -113,7 +114,18 @@ host = "app.portico.test"
 pool = "app"
 `, closed(), storage, closed())
 	}
-	r := startRig(t, doc(fmt.Sprintf("storage = \"dir\"\ncache_dir = %q", t.TempDir())))
+	// Not t.TempDir: the ACME manager of the first configuration may still
+	// be writing its lock files into the directory as the test ends.
+	dir, err := os.MkdirTemp("", "portico-acme-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for i := 0; i < 50 && os.RemoveAll(dir) != nil; i++ {
+			time.Sleep(20 * time.Millisecond)
+		}
+	})
+	r := startRig(t, doc(fmt.Sprintf("storage = \"dir\"\ncache_dir = %q", dir)))
 	r.reload(doc(fmt.Sprintf("storage = \"redis\"\n[cluster]\nredis_url = \"redis://%s/0\"", closed())))
 	if got := r.in.running.Load().TLS.ACME.Storage; got != "redis" {
 		t.Errorf("storage %q in force after the reload, want redis", got)
