@@ -9,6 +9,8 @@ import (
 
 	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http2"
+
+	"github.com/portico/portico/reqinfo"
 )
 
 // h2cUpgrade serves the HTTP/1.1 "Upgrade: h2c" handshake (RFC 7540 §3.2)
@@ -47,7 +49,7 @@ func (u *h2cUpgrade) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	r.Header.Del("Http2-Settings")
 	r.Header.Del("Connection")
 	u.h2.ServeConn(&bufferedConn{Conn: conn, r: brw.Reader}, &http2.ServeConnOpts{
-		Context:        r.Context(),
+		Context:        reqinfo.Detach(r.Context()), // stream 1 keeps r's record; the others get theirs
 		BaseConfig:     u.base,
 		Handler:        u.next,
 		UpgradeRequest: r,

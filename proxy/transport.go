@@ -6,11 +6,11 @@ import (
 	"errors"
 	"net"
 	"net/http"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/portico/portico/config"
+	"github.com/portico/portico/internal/connset"
 	"github.com/portico/portico/proxy/h1"
 )
 
@@ -49,7 +49,7 @@ var errSpeaksH2 = errors.New("backend chose HTTP/2")
 
 // newTransports returns the transports to the backend at addr (host:port).
 func newTransports(pc *config.Pool, addr string) *transports {
-	conns := &connSet{open: map[*trackedConn]struct{}{}}
+	conns := new(connSet)
 	dial := tcpDialer(pc.DialTimeout.Duration, conns)
 	opts := h1.Options{MaxIdle: pc.MaxIdleConnsPerBackend, IdleTimeout: backendIdleTimeout, MaxHeaderBytes: pc.MaxResponseHeaderBytes}
 	pool := func(dial dialFunc) *h1.Pool {
@@ -121,7 +121,7 @@ func (ts *transports) closeIdle() {
 // upgraded or not, and fails any later dial: the backend is gone.
 func (ts *transports) cut() {
 	ts.closeIdle()
-	ts.conns.closeAll()
+	closeAll(ts.conns)
 }
 
 // errBackendRemoved fails a dial to a backend whose drain time is over; it
@@ -129,37 +129,12 @@ func (ts *transports) cut() {
 var errBackendRemoved = errors.New("backend removed from the configuration")
 
 // connSet is the connections of one backend's transports that are open.
-type connSet struct {
-	mu     sync.Mutex
-	open   map[*trackedConn]struct{}
-	closed bool
-}
+type connSet = connset.Set[*trackedConn]
 
-func (s *connSet) add(c *trackedConn) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return false
-	}
-	s.open[c] = struct{}{}
-	return true
-}
-
-func (s *connSet) remove(c *trackedConn) {
-	s.mu.Lock()
-	delete(s.open, c)
-	s.mu.Unlock()
-}
-
-func (s *connSet) closeAll() {
-	s.mu.Lock()
-	s.closed = true
-	open := s.open
-	s.open = nil
-	s.mu.Unlock()
-	for c := range open {
-		_ = c.Conn.Close()
-	}
+// closeAll closes every connection in s and has it refuse new ones.
+func closeAll(s *connSet) {
+	s.Seal()
+	s.Range(func(c *trackedConn) { _ = c.Conn.Close() })
 }
 
 // trackedConn leaves its set when it closes.
@@ -169,7 +144,7 @@ type trackedConn struct {
 }
 
 func (c *trackedConn) Close() error {
-	c.set.remove(c)
+	c.set.Remove(c)
 	return c.Conn.Close()
 }
 
@@ -238,7 +213,7 @@ func tcpDialer(timeout time.Duration, conns *connSet) dialFunc {
 			return nil, dialError{err}
 		}
 		tc := &trackedConn{Conn: c, set: conns}
-		if !conns.add(tc) {
+		if !conns.Add(tc) {
 			_ = c.Close()
 			return nil, dialError{errBackendRemoved}
 		}

@@ -73,3 +73,17 @@ func From(ctx context.Context) *Info {
 	ri, _ := ctx.Value(key{}).(*Info)
 	return ri
 }
+
+// Detach returns a context that carries what ctx carries but its record:
+// the base of a connection handed over to HTTP/2 from an HTTP/1 request
+// ("Upgrade: h2c"), whose streams are requests with records of their own.
+func Detach(ctx context.Context) context.Context { return detached{ctx} }
+
+type detached struct{ context.Context }
+
+func (d detached) Value(k any) any {
+	if k == (key{}) {
+		return nil
+	}
+	return d.Context.Value(k)
+}

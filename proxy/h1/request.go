@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/net/http/httpguts"
 )
@@ -184,13 +185,30 @@ func parseTarget(method, target string) (*url.URL, error) {
 
 // requestBody is a request's body as the handler reads it: the connection's
 // Body, behind a mutex because a handler may read it on another goroutine
-// while the server goes on (the handler returned), and with the interim
-// "100 Continue" sent before the first read that needs it.
+// while the server goes on (the handler returned), with the interim
+// "100 Continue" sent before the first read that needs it, and its state
+// where the response can see it without the mutex, which a read holds
+// while it waits for the client.
 type requestBody struct {
 	mu     sync.Mutex
 	c      *serverConn
 	r      *http.Request
 	closed bool
+	eof    bool
+
+	expect atomic.Bool  // "100 Continue" is owed before the body is read
+	left   atomic.Int64 // bytes of a Content-Length body not read yet; -1: chunked
+	failed atomic.Bool  // the body broke its framing, or the client failed
+}
+
+func newRequestBody(c *serverConn, r *http.Request, expect bool) *requestBody {
+	b := &requestBody{c: c, r: r}
+	b.expect.Store(expect)
+	b.left.Store(c.conn.body.left)
+	if c.conn.body.mode == bodyChunked {
+		b.left.Store(-1)
+	}
+	return b
 }
 
 func (b *requestBody) Read(p []byte) (int, error) {
@@ -200,20 +218,38 @@ func (b *requestBody) Read(p []byte) (int, error) {
 		return 0, http.ErrBodyReadAfterClose
 	}
 	c := b.c
-	if c.expect {
-		c.expect = false
+	if b.expect.Load() {
 		if err := c.sendContinue(); err != nil {
 			return 0, err
 		}
+		b.expect.Store(false)
 	}
-	n, err := c.conn.body.Read(p)
-	if err == io.EOF {
-		if len(c.conn.body.Trailer) > 0 {
+	c.bodyDeadline()
+	body := &c.conn.body
+	n, err := body.Read(p)
+	if body.mode == bodyLength {
+		b.left.Store(body.left)
+	}
+	switch {
+	case err == io.EOF && !b.eof:
+		b.eof = true
+		b.left.Store(0)
+		if len(body.Trailer) > 0 {
 			b.setTrailer()
 		}
 		c.bodyDone()
+	case err != nil && err != io.EOF:
+		b.failed.Store(true)
 	}
 	return n, err
+}
+
+// keepsConn reports whether what is left of the body can be dropped to
+// keep the connection: it was read, or the rest is short and the client is
+// sending it. It may be called while another goroutine reads the body.
+func (b *requestBody) keepsConn() bool {
+	left := b.left.Load()
+	return left == 0 || !b.failed.Load() && !b.expect.Load() && left <= maxDiscard
 }
 
 // setTrailer fills r.Trailer with the trailer fields, as net/http does once

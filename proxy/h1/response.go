@@ -31,7 +31,7 @@ type response struct {
 	chunked  bool
 	close    bool // close the connection after this response
 	aborted  bool // the handler panicked
-	wdSet    bool // the handler set a write deadline during this request
+	wdSet    bool // the handler set a write deadline during this request (under c.wmu)
 	err      error
 
 	// buf collects what goes out next: the head, then body bytes (chunk
@@ -40,7 +40,7 @@ type response struct {
 	buf  []byte
 	base []byte    // buf's backing array, kept from one response to the next
 	head []byte    // scratch for the head, kept
-	wd   time.Time // the write deadline in force on the connection
+	wd   time.Time // the write deadline in force on the connection (under c.wmu)
 }
 
 const (
@@ -85,6 +85,7 @@ func (w *response) WriteHeader(code int) {
 		b := appendStatusLine(make([]byte, 0, 256), code)
 		b = append(w.appendFields(b), "\r\n"...)
 		w.c.wmu.Lock()
+		w.checkWriteDeadline()
 		if code != http.StatusContinue || !w.c.continued {
 			w.c.continued = w.c.continued || code == http.StatusContinue
 			w.write(b)
@@ -220,7 +221,10 @@ func (w *response) sendHead(done bool) {
 		w.close = true // an HTTP/1.0 client reads to the close
 	}
 	if !w.close {
-		w.close = hasToken(w.header["Connection"], "close") || w.c.srv.shutdown.Load()
+		// Decided now, so that the head says it: a body that will not be
+		// read to its end closes the connection (finishBody).
+		w.close = hasToken(w.header["Connection"], "close") || w.c.srv.shutdown.Load() ||
+			w.c.body != nil && !w.c.body.keepsConn()
 	}
 	head := appendStatusLine(w.head[:0], w.status)
 	head = w.appendFields(head)
@@ -385,11 +389,13 @@ func (w *response) Hijack() (net.Conn, *bufio.ReadWriter, error) { return w.c.hi
 // SetReadDeadline and SetWriteDeadline are what http.ResponseController
 // calls; the read deadline also bounds the server's own reads of the body.
 func (w *response) SetReadDeadline(t time.Time) error {
-	w.c.setReadDeadline(t, false)
+	w.c.setReadDeadline(t)
 	return nil
 }
 
 func (w *response) SetWriteDeadline(t time.Time) error {
+	w.c.wmu.Lock()
+	defer w.c.wmu.Unlock()
 	w.wdSet = true
 	if t.Equal(w.wd) {
 		return nil
@@ -400,7 +406,11 @@ func (w *response) SetWriteDeadline(t time.Time) error {
 
 // WriteDeadline is the write deadline in force, so that a handler renewing
 // its own can skip a renewal that changes little.
-func (w *response) WriteDeadline() time.Time { return w.wd }
+func (w *response) WriteDeadline() time.Time {
+	w.c.wmu.Lock()
+	defer w.c.wmu.Unlock()
+	return w.wd
+}
 
 // AfterClientGone arranges for f to run when the client closes the
 // connection before the handler returns, as context.AfterFunc on the
@@ -419,9 +429,27 @@ func (w *response) EnableFullDuplex() error { return nil }
 // to what WriteDeadline returns, which costs nothing: moving it is a timer
 // update.
 func (w *response) writeDeadlineCheck() {
+	w.c.wmu.Lock()
+	w.checkWriteDeadline()
+	w.c.wmu.Unlock()
+}
+
+// checkWriteDeadline is writeDeadlineCheck with c.wmu held.
+func (w *response) checkWriteDeadline() {
 	if !w.wdSet && !w.wd.IsZero() {
 		w.wd = time.Time{}
 		_ = w.c.nc.SetWriteDeadline(w.wd)
+	}
+}
+
+// clearWriteDeadline clears the write deadline for a handler that takes
+// the connection over.
+func (c *serverConn) clearWriteDeadline() {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if !c.resp.wd.IsZero() {
+		c.resp.wd = time.Time{}
+		_ = c.nc.SetWriteDeadline(c.resp.wd)
 	}
 }
 

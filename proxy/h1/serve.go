@@ -9,7 +9,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"runtime"
 	"strconv"
 	"sync"
@@ -32,7 +31,6 @@ type serverConn struct {
 
 	resp   response
 	body   *requestBody // the current request's, nil without a body
-	expect bool         // "100 Continue" is owed before the body is read
 	cancel context.CancelFunc
 
 	// The background read waits for the client while a handler runs, so
@@ -52,12 +50,12 @@ type serverConn struct {
 	goneFn   func() // registered, not yet run or stopped
 	stopGone func() bool
 
-	// Read deadlines: rd is the one in force; waiting, that the
-	// connection waits for a request (the deadline is the idle or header
-	// timeout) rather than running one (a deadline that passes then is a
-	// stale one, not the client's fault).
+	// Read deadlines (watch.go), under dmu: rd is the one in force, wait
+	// what it was set to bound (waitNone: a handler's, or none), waiting
+	// whether the connection waits for a request now rather than runs one.
 	dmu     sync.Mutex
 	rd      time.Time
+	wait    uint8
 	waiting bool
 
 	wmu       sync.Mutex // orders "100 Continue" before the response
@@ -105,6 +103,7 @@ func (c *serverConn) serve() {
 	if tc, ok := c.nc.(*tls.Conn); ok {
 		st, err := c.srv.handshake(tc)
 		if err != nil {
+			c.plainOnTLSPort(err)
 			return
 		}
 		c.tls = st
@@ -117,7 +116,8 @@ func (c *serverConn) serve() {
 		}
 	}
 	c.remote = c.nc.RemoteAddr().String()
-	c.setReadDeadline(after(c.srv.cfg.ReadHeaderTimeout), true)
+	// ReadHeaderTimeout counts from the connection's start, as in net/http.
+	c.setWaitDeadline(after(c.srv.cfg.ReadHeaderTimeout), waitHead)
 	first := true
 	for {
 		h, err := c.readHead()
@@ -138,12 +138,29 @@ func (c *serverConn) serve() {
 	}
 }
 
+// plainOnTLSPort answers a client that spoke plain HTTP to a TLS listener,
+// as net/http does, instead of closing without a word.
+func (c *serverConn) plainOnTLSPort(err error) {
+	var re tls.RecordHeaderError
+	if errors.As(err, &re) && re.Conn != nil && looksLikeHTTP(re.RecordHeader[:]) {
+		_, _ = re.Conn.Write([]byte("HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n"))
+	}
+}
+
+func looksLikeHTTP(hdr []byte) bool {
+	switch string(hdr) {
+	case "GET /", "HEAD ", "POST ", "PUT /", "OPTIO":
+		return true
+	}
+	return false
+}
+
 // end closes the connection, unless a handler took it over.
 func (c *serverConn) end() {
 	if c.bg {
 		c.stopBackgroundRead()
 	}
-	c.srv.untrack(c)
+	c.srv.conns.Remove(c)
 	if c.hijacked {
 		return
 	}
@@ -236,9 +253,7 @@ func (c *serverConn) readHead() (*Head, error) {
 	}
 	c.srv.connState(c.nc, http.StateActive)
 	if findHeadEnd(cc.buf[cc.r:cc.w], 0) == 0 {
-		// The head arrives in pieces: from now on it has
-		// ReadHeaderTimeout, not the idle timeout.
-		c.setReadDeadline(after(c.srv.cfg.ReadHeaderTimeout), true)
+		c.headArriving()
 	}
 	end, err := cc.headEnd()
 	if err != nil {
@@ -289,15 +304,15 @@ func (c *serverConn) serveRequest(h *Head) bool {
 	}
 	cc := &c.conn
 	cc.body.resetRequest(h)
+	c.handling()
 	r.RemoteAddr, r.TLS = c.remote, c.tls
-	c.body, c.expect, c.cancel, c.continued = nil, false, cancel, false
+	c.body, c.cancel, c.continued = nil, cancel, false
 	c.gone, c.goneFn = false, nil
 	if cc.body.done {
 		r.Body = http.NoBody
 		c.startBackgroundRead(cancel)
 	} else {
-		c.body = &requestBody{c: c, r: r}
-		c.expect = expect
+		c.body = newRequestBody(c, r, expect)
 		r.Body = c.body
 	}
 	c.resp.reset(r)
@@ -306,7 +321,8 @@ func (c *serverConn) serveRequest(h *Head) bool {
 	if c.hijacked {
 		return false
 	}
-	keep := c.resp.finish() && c.finishBody() && !c.srv.shutdown.Load()
+	sent := c.resp.finish()
+	keep := c.finishBody(sent) && sent && !c.srv.shutdown.Load()
 	if keep {
 		c.waitNext()
 	}
@@ -331,14 +347,17 @@ func (c *serverConn) runHandler(r *http.Request) {
 	c.srv.handler.ServeHTTP(&c.resp, r)
 }
 
-// finishBody settles what the handler left of the request body: it is
-// closed to the handler, and the rest, if short, read and dropped within
-// drainTimeout so the connection can serve the next request. It reports
-// whether the connection is at a message boundary.
-func (c *serverConn) finishBody() bool {
+// finishBody closes the body to the handler and settles what it left of
+// it: when the connection is to be kept (keep) and the rest is short, it is
+// read and dropped within drainTimeout. It reports whether the connection
+// is at a message boundary.
+func (c *serverConn) finishBody(keep bool) bool {
 	b := c.body
 	if b == nil {
 		return true
+	}
+	if b.left.Load() != 0 {
+		c.setReadDeadline(aLongTimeAgo) // a read the handler left running ends now
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -347,17 +366,12 @@ func (c *serverConn) finishBody() bool {
 	if body.done {
 		return true
 	}
-	if body.err != nil || c.expect {
-		// Broken, or never asked for: the client may not send it at all.
+	if !keep || !b.keepsConn() {
 		return false
 	}
-	c.setReadDeadline(time.Now().Add(drainTimeout), false)
+	c.setReadDeadline(time.Now().Add(drainTimeout))
 	_, _ = io.CopyN(io.Discard, body, maxDiscard)
-	if !body.done {
-		return false
-	}
-	c.startBackgroundRead(nil)
-	return true
+	return body.done
 }
 
 // bodyDone runs when the handler has read the body to its end.
@@ -365,128 +379,6 @@ func (c *serverConn) bodyDone() {
 	if c.cancel != nil {
 		c.startBackgroundRead(c.cancel)
 	}
-}
-
-// startBackgroundRead reads from the client while the handler runs, unless
-// bytes of a next request are already buffered; cancel, if not nil, is
-// called when the client closes the connection meanwhile.
-func (c *serverConn) startBackgroundRead(cancel context.CancelFunc) {
-	cc := &c.conn
-	if c.bg || cc.r < cc.w {
-		return
-	}
-	cc.r, cc.w = 0, 0
-	c.bg, c.bgContext = true, cancel
-	c.bgAbort.Store(false)
-	go c.backgroundRead()
-}
-
-func (c *serverConn) backgroundRead() {
-	for {
-		n, err := c.nc.Read(c.conn.buf[c.conn.w:])
-		if n == 0 && err != nil && !c.bgAbort.Load() && errors.Is(err, os.ErrDeadlineExceeded) && c.staleDeadline() {
-			continue
-		}
-		c.bgN, c.bgErr = n, err
-		if n == 0 && !c.bgAbort.Load() && c.bgContext != nil {
-			c.bgContext() // the client left
-			c.clientGone()
-		}
-		c.bgDone <- struct{}{}
-		return
-	}
-}
-
-// clientGone runs the function AfterClientGone registered, if any.
-func (c *serverConn) clientGone() {
-	c.goneMu.Lock()
-	f := c.goneFn
-	c.gone, c.goneFn = true, nil
-	c.goneMu.Unlock()
-	if f != nil {
-		f()
-	}
-}
-
-// afterClientGone is context.AfterFunc on the request's context, for the
-// one function a proxy registers per request (abort the backend exchange
-// when the client leaves), without its allocations: one function at a
-// time, run on the background read's goroutine.
-func (c *serverConn) afterClientGone(f func()) func() bool {
-	c.goneMu.Lock()
-	if c.gone || c.goneFn != nil {
-		c.goneMu.Unlock()
-		return context.AfterFunc(c.resp.req.Context(), f)
-	}
-	c.goneFn = f
-	c.goneMu.Unlock()
-	return c.stopGone
-}
-
-func (c *serverConn) unregisterGone() bool {
-	c.goneMu.Lock()
-	defer c.goneMu.Unlock()
-	registered := c.goneFn != nil
-	c.goneFn = nil
-	return registered
-}
-
-// staleDeadline clears a read deadline that passed while a handler ran:
-// the idle or header timeout of the wait before it, which does not apply
-// to the handler's time. It reports whether it did.
-func (c *serverConn) staleDeadline() bool {
-	c.dmu.Lock()
-	defer c.dmu.Unlock()
-	if c.waiting {
-		return false
-	}
-	c.rd = time.Time{}
-	_ = c.nc.SetReadDeadline(c.rd)
-	return true
-}
-
-// stopBackgroundRead ends a background read in progress (a handler takes
-// the connection over), keeping what it read.
-func (c *serverConn) stopBackgroundRead() {
-	c.bgAbort.Store(true)
-	_ = c.nc.SetReadDeadline(aLongTimeAgo)
-	<-c.bgDone
-	c.bg = false
-	c.conn.w += c.bgN
-	c.setReadDeadline(time.Time{}, false)
-}
-
-// waitNext marks the connection idle, waiting for its next request within
-// IdleTimeout. The deadline moves only when it is more than a little
-// early: moving it is a timer update, and a busy connection serves
-// requests far more often than the slack.
-func (c *serverConn) waitNext() {
-	c.state.Store(connIdle)
-	c.srv.connState(c.nc, http.StateIdle)
-	d := c.srv.cfg.IdleTimeout
-	if d <= 0 {
-		d = c.srv.cfg.ReadHeaderTimeout
-	}
-	now := time.Now()
-	c.dmu.Lock()
-	c.waiting = true
-	if d > 0 && (c.rd.IsZero() || c.rd.Sub(now) < d-min(time.Second, d/4)) {
-		c.rd = now.Add(d)
-		_ = c.nc.SetReadDeadline(c.rd)
-	}
-	c.dmu.Unlock()
-}
-
-// setReadDeadline sets the read deadline; waiting says whether it bounds a
-// wait for a request.
-func (c *serverConn) setReadDeadline(t time.Time, waiting bool) {
-	c.dmu.Lock()
-	c.waiting = waiting
-	if !t.Equal(c.rd) {
-		c.rd = t
-		_ = c.nc.SetReadDeadline(t)
-	}
-	c.dmu.Unlock()
 }
 
 // sendContinue sends "100 Continue" before the first read of a body whose
@@ -498,6 +390,7 @@ func (c *serverConn) sendContinue() error {
 	if c.resp.sent || c.continued {
 		return nil
 	}
+	c.resp.checkWriteDeadline()
 	c.continued = true
 	_, err := c.nc.Write(continueLine)
 	return err
@@ -517,9 +410,18 @@ func (c *serverConn) hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if c.bg {
 		c.stopBackgroundRead()
 	}
-	c.setReadDeadline(time.Time{}, false)
+	c.setReadDeadline(time.Time{})
+	c.clearWriteDeadline()
+	if w := &c.resp; w.status != 0 {
+		// A status set before Hijack goes out as it is, as net/http does:
+		// WebSocket libraries answer 101 through WriteHeader, then hijack.
+		b := append(w.appendFields(appendStatusLine(nil, w.status)), "\r\n"...)
+		if _, err := c.nc.Write(b); err != nil {
+			return nil, nil, err
+		}
+	}
 	c.hijacked = true
-	c.srv.untrack(c) // no longer the server's to wait for or close
+	c.srv.conns.Remove(c) // no longer the server's to wait for or close
 	c.srv.connState(c.nc, http.StateHijacked)
 	cc := &c.conn
 	rest := bytes.Clone(cc.buf[cc.r:cc.w])
@@ -549,7 +451,7 @@ func (c *serverConn) serveH2C() {
 	}
 	cc.r += len(prefaceRest)
 	c.state.Store(connActive)
-	c.setReadDeadline(time.Time{}, false)
+	c.setReadDeadline(time.Time{})
 	nc := &replayConn{Conn: c.nc, rest: bytes.Clone(cc.buf[cc.r:cc.w])}
 	fn(c.srv.cfg, tls.Client(unencryptedConn{nc}, nil), c.srv.handler)
 }

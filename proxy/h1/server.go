@@ -9,6 +9,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/portico/portico/internal/connset"
 )
 
 // Server is Portico's HTTP/1.1 server: it serves the client connections of
@@ -37,7 +39,7 @@ type Server struct {
 
 	mu       sync.Mutex
 	lns      map[net.Listener]struct{}
-	conns    map[*serverConn]struct{}
+	conns    connset.Set[*serverConn] // sealed by Shutdown and Close
 	shutdown atomic.Bool
 	wg       sync.WaitGroup // Serve loops
 }
@@ -56,8 +58,7 @@ func NewServer(cfg *http.Server) *Server {
 	if h == nil {
 		h = http.NotFoundHandler()
 	}
-	return &Server{cfg: cfg, handler: h, maxHead: maxHead,
-		lns: map[net.Listener]struct{}{}, conns: map[*serverConn]struct{}{}}
+	return &Server{cfg: cfg, handler: h, maxHead: maxHead, lns: map[net.Listener]struct{}{}}
 }
 
 // Serve accepts connections from ln and serves each on a goroutine of its
@@ -97,29 +98,14 @@ func (s *Server) Serve(ln net.Listener) error {
 		}
 		backoff = 0
 		c := newServerConn(s, nc)
-		if !s.track(c) {
+		s.connState(nc, http.StateNew)
+		if !s.conns.Add(c) {
 			_ = nc.Close()
+			s.connState(nc, http.StateClosed)
 			return ErrServerClosed
 		}
-		s.connState(nc, http.StateNew)
 		go c.serve()
 	}
-}
-
-func (s *Server) track(c *serverConn) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.shutdown.Load() {
-		return false
-	}
-	s.conns[c] = struct{}{}
-	return true
-}
-
-func (s *Server) untrack(c *serverConn) {
-	s.mu.Lock()
-	delete(s.conns, c)
-	s.mu.Unlock()
 }
 
 // Shutdown stops accepting, closes idle connections, has the others close
@@ -147,17 +133,14 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // Close closes the listeners and every connection at once.
 func (s *Server) Close() error {
 	s.stop()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for c := range s.conns {
-		_ = c.nc.Close()
-	}
+	s.conns.Range(func(c *serverConn) { _ = c.nc.Close() })
 	return nil
 }
 
 func (s *Server) stop() {
 	s.mu.Lock()
 	s.shutdown.Store(true)
+	s.conns.Seal()
 	for ln := range s.lns {
 		_ = ln.Close()
 	}
@@ -168,14 +151,11 @@ func (s *Server) stop() {
 // closeIdle closes the connections waiting for a request and reports
 // whether none is left.
 func (s *Server) closeIdle() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for c := range s.conns {
+	return s.conns.Range(func(c *serverConn) {
 		if c.state.CompareAndSwap(connIdle, connClosing) {
 			_ = c.nc.Close()
 		}
-	}
-	return len(s.conns) == 0
+	}) == 0
 }
 
 func (s *Server) connState(nc net.Conn, st http.ConnState) {

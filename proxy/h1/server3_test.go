@@ -204,6 +204,13 @@ func TestServerTLS(t *testing.T) {
 			t.Errorf("read %q, want only TLSNextProto's marker", b)
 		}
 	})
+	t.Run("plain HTTP on the TLS port gets 400", func(t *testing.T) {
+		sc := dialSuite(t, s.addr)
+		sc.send("GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+		if resp, _ := sc.response("GET"); resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("got %d, want 400", resp.StatusCode)
+		}
+	})
 }
 
 // Concurrent keep-alive clients with bodies, under -race: every response
