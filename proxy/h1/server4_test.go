@@ -11,7 +11,7 @@ import (
 	"time"
 )
 
-// Second review of the client-facing server. Each test runs against
+// Deadlines, hijacking, bodies left unread and trailers. Each test runs against
 // Portico's server ("h1") and, as the oracle, net/http's ("net_http"),
 // unless net/http is known to fail it too (said where so).
 
@@ -38,7 +38,7 @@ func onBoth(t *testing.T, f func(t *testing.T)) {
 // usable. Portico's server treats that stale deadline as the client
 // leaving: staleDeadline finds c.waiting still true, since nothing clears
 // it once the head is read.
-func TestReviewSlowHandlerOutlivesWaitDeadline(t *testing.T) {
+func TestServerSlowHandlerOutlivesWaitDeadline(t *testing.T) {
 	cases := []struct {
 		name         string
 		header, idle time.Duration
@@ -90,7 +90,7 @@ func TestReviewSlowHandlerOutlivesWaitDeadline(t *testing.T) {
 // arrive is read whole (net/http clears the deadline once the head is in,
 // ReadTimeout being zero). Portico's server reads it under the header
 // deadline.
-func TestReviewSlowBodyOutlivesHeaderTimeout(t *testing.T) {
+func TestServerSlowBodyOutlivesHeaderTimeout(t *testing.T) {
 	onBoth(t, func(t *testing.T) {
 		type result struct {
 			body string
@@ -120,7 +120,7 @@ func TestReviewSlowBodyOutlivesHeaderTimeout(t *testing.T) {
 // proxy's send_timeout does so on every response): a WebSocket or h2c
 // tunnel opened on a reused connection then dies when that deadline
 // passes.
-func TestReviewHijackClearsEarlierWriteDeadline(t *testing.T) {
+func TestServerHijackClearsEarlierWriteDeadline(t *testing.T) {
 	onBoth(t, func(t *testing.T) {
 		errs := make(chan error, 1)
 		s := serveHandler(t, func(w http.ResponseWriter, r *http.Request) {
@@ -155,7 +155,7 @@ func TestReviewHijackClearsEarlierWriteDeadline(t *testing.T) {
 // WriteHeader's 1xx). net/http fails this one as well (it never clears a
 // handler's write deadline short of a hijack); Portico's server means to
 // (writeDeadlineCheck's comment), so only "h1" runs.
-func TestReviewContinueAfterEarlierWriteDeadline(t *testing.T) {
+func TestServerContinueAfterEarlierWriteDeadline(t *testing.T) {
 	type result struct {
 		body string
 		err  error
@@ -190,7 +190,7 @@ func TestReviewContinueAfterEarlierWriteDeadline(t *testing.T) {
 // a handler that cleared its read deadline, or a stale deadline
 // staleDeadline cleared. Every read of the hijacked connection then times
 // out at once.
-func TestReviewHijackAfterBackgroundReadCanRead(t *testing.T) {
+func TestServerHijackAfterBackgroundReadCanRead(t *testing.T) {
 	onBoth(t, func(t *testing.T) {
 		type result struct {
 			s   string
@@ -220,7 +220,7 @@ func TestReviewHijackAfterBackgroundReadCanRead(t *testing.T) {
 
 // net/http writes the status a handler set before Hijack (coder/websocket
 // sets 101 with WriteHeader and then hijacks). Portico's server drops it.
-func TestReviewHijackAfterWriteHeaderSendsIt(t *testing.T) {
+func TestServerHijackAfterWriteHeaderSendsIt(t *testing.T) {
 	onBoth(t, func(t *testing.T) {
 		s := serveHandler(t, func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Connection", "Upgrade")
@@ -247,7 +247,7 @@ func TestReviewHijackAfterWriteHeaderSendsIt(t *testing.T) {
 // unread (never asked for with 100-continue, or too long to drain), net/http
 // says so with "Connection: close" in that response; Portico's server
 // decides after the head went out and closes unannounced.
-func TestReviewUnreadBodyCloseAnnounced(t *testing.T) {
+func TestServerUnreadBodyCloseAnnounced(t *testing.T) {
 	cases := []struct{ name, req string }{
 		{"expect 100-continue", "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\nExpect: 100-continue\r\n\r\n"},
 		{"long body", "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 10000000\r\n\r\n" + strings.Repeat("x", 1000)},
@@ -272,7 +272,7 @@ func TestReviewUnreadBodyCloseAnnounced(t *testing.T) {
 }
 
 // Reading a chunked body's end twice must not add its trailer twice.
-func TestReviewTrailerSetOnce(t *testing.T) {
+func TestServerTrailerSetOnce(t *testing.T) {
 	onBoth(t, func(t *testing.T) {
 		got := make(chan []string, 1)
 		s := serveHandler(t, func(w http.ResponseWriter, r *http.Request) {
@@ -296,7 +296,7 @@ func TestReviewTrailerSetOnce(t *testing.T) {
 // error, a panic): a goroutine the handler left reading the body then
 // reads the connection, buffer and all, while end() and lingerClose read
 // it too (a data race under -race).
-func TestReviewBodyClosedAfterHandlerEvenOnClose(t *testing.T) {
+func TestServerBodyClosedAfterHandlerEvenOnClose(t *testing.T) {
 	onBoth(t, func(t *testing.T) {
 		errs := make(chan error, 1)
 		s := serveHandler(t, func(w http.ResponseWriter, r *http.Request) {

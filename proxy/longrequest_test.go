@@ -15,13 +15,14 @@ import (
 	"github.com/portico/portico/reqinfo"
 )
 
-// Second review of Portico's HTTP/1.1 server, through the proxy.
+// Requests that outlive the server's own deadlines, and upgraded connections,
+// through the proxy and Portico's HTTP/1.1 server.
 
 // A backend slower than read_header_timeout answers a GET on a fresh
 // connection: the deadline the server set for the head must not end the
 // request. Portico's server takes it, passing during the handler, for the
 // client leaving, cancels the request and aborts the backend exchange.
-func TestReviewSlowBackendOutlivesReadHeaderTimeout(t *testing.T) {
+func TestSlowBackendOutlivesReadHeaderTimeout(t *testing.T) {
 	b := startBackend(t, func(w http.ResponseWriter, r *http.Request) {
 		time.Sleep(900 * time.Millisecond)
 		_, _ = io.WriteString(w, "slow ok")
@@ -35,7 +36,7 @@ func TestReviewSlowBackendOutlivesReadHeaderTimeout(t *testing.T) {
 
 // The same for a stream of server-sent events that lasts longer than
 // read_header_timeout.
-func TestReviewEventStreamOutlivesReadHeaderTimeout(t *testing.T) {
+func TestEventStreamOutlivesReadHeaderTimeout(t *testing.T) {
 	b := startBackend(t, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/event-stream")
 		for i := range 10 {
@@ -60,7 +61,7 @@ func TestReviewEventStreamOutlivesReadHeaderTimeout(t *testing.T) {
 // A WebSocket opened on a kept-alive connection outlives the send_timeout
 // write deadline the previous response left on the connection: Hijack must
 // clear it, as net/http's does.
-func TestReviewUpgradeOnReusedConnectionOutlivesSendTimeout(t *testing.T) {
+func TestUpgradeOnReusedConnectionOutlivesSendTimeout(t *testing.T) {
 	b := startBackend(t, func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/a" {
 			_, _ = io.WriteString(w, "a")
@@ -93,7 +94,7 @@ func TestReviewUpgradeOnReusedConnectionOutlivesSendTimeout(t *testing.T) {
 // with the upgrade request's context as their base, which now carries that
 // request's reqinfo.Info (the h1 server puts it there): Handler.ServeHTTP
 // finds it and every stream writes the same record, concurrently.
-func TestReviewH2CStreamsGetTheirOwnRecord(t *testing.T) {
+func TestH2CStreamsGetTheirOwnRecord(t *testing.T) {
 	infos := make(chan [2]any, 4)
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		infos <- [2]any{r.URL.Path, reqinfo.From(r.Context())}
@@ -140,7 +141,7 @@ func TestReviewH2CStreamsGetTheirOwnRecord(t *testing.T) {
 
 // The same through the proxy's own handler, under -race: the upgraded
 // connection's streams write one reqinfo.Info concurrently.
-func TestReviewH2CStreamsRaceOnTheRecord(t *testing.T) {
+func TestH2CStreamsRaceOnTheRecord(t *testing.T) {
 	b := startBackend(t, func(w http.ResponseWriter, r *http.Request) {
 		time.Sleep(100 * time.Millisecond)
 		_, _ = io.WriteString(w, "ok")
