@@ -1,9 +1,11 @@
 package proxy
 
 import (
+	"bufio"
 	"bytes"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -19,9 +21,9 @@ import (
 // through the proxy and Portico's HTTP/1.1 server.
 
 // A backend slower than read_header_timeout answers a GET on a fresh
-// connection: the deadline the server set for the head must not end the
-// request. Portico's server takes it, passing during the handler, for the
-// client leaving, cancels the request and aborts the backend exchange.
+// connection: the deadline the server set for the head, passing during the
+// handler, must not be taken for the client leaving, which would cancel the
+// request and abort the backend exchange.
 func TestSlowBackendOutlivesReadHeaderTimeout(t *testing.T) {
 	b := startBackend(t, func(w http.ResponseWriter, r *http.Request) {
 		time.Sleep(900 * time.Millisecond)
@@ -90,10 +92,10 @@ func TestUpgradeOnReusedConnectionOutlivesSendTimeout(t *testing.T) {
 }
 
 // The HTTP/2 streams of a connection upgraded with "Upgrade: h2c" are
-// requests of their own, each with its own record. h2cUpgrade serves them
-// with the upgrade request's context as their base, which now carries that
-// request's reqinfo.Info (the h1 server puts it there): Handler.ServeHTTP
-// finds it and every stream writes the same record, concurrently.
+// requests of their own, each with its own record: their base context is
+// the upgrade request's, which carries that request's reqinfo.Info (the h1
+// server puts it there), and must not pass it on, or every stream would
+// write the same record, concurrently.
 func TestH2CStreamsGetTheirOwnRecord(t *testing.T) {
 	infos := make(chan [2]any, 4)
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -105,25 +107,7 @@ func TestH2CStreamsGetTheirOwnRecord(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := serveFront(t, srv, listenLoopback(t))
-	conn, br := dialRaw(t, addr)
-	writeRaw(t, conn, h2cUpgradeRequest)
-	if res, err := http.ReadResponse(br, nil); err != nil || res.StatusCode != http.StatusSwitchingProtocols {
-		t.Fatalf("upgrade: %v, %v", res, err)
-	}
-	writeRaw(t, conn, http2.ClientPreface)
-	fr := http2.NewFramer(conn, br)
-	if err := fr.WriteSettings(); err != nil {
-		t.Fatal(err)
-	}
-	var hb bytes.Buffer
-	enc := hpack.NewEncoder(&hb)
-	for _, f := range [][2]string{{":method", "GET"}, {":scheme", "http"}, {":authority", "app.test"}, {":path", "/two"}} {
-		_ = enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
-	}
-	if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 3, BlockFragment: hb.Bytes(), EndStream: true, EndHeaders: true}); err != nil {
-		t.Fatal(err)
-	}
+	_, br, _ := upgradeAndGet(t, serveFront(t, srv, listenLoopback(t)), "/two")
 	go func() { _, _ = io.Copy(io.Discard, br) }()
 	got := map[any]*reqinfo.Info{}
 	for range 2 {
@@ -147,26 +131,7 @@ func TestH2CStreamsRaceOnTheRecord(t *testing.T) {
 		_, _ = io.WriteString(w, "ok")
 	})
 	p := startProxy(t, "[server]\nh2c = true\n"+poolConfig("", b.URL), nil)
-	conn, br := dialRaw(t, p.Addr)
-	writeRaw(t, conn, h2cUpgradeRequest)
-	if res, err := http.ReadResponse(br, nil); err != nil || res.StatusCode != http.StatusSwitchingProtocols {
-		t.Fatalf("upgrade: %v, %v", res, err)
-	}
-	writeRaw(t, conn, http2.ClientPreface)
-	fr := http2.NewFramer(conn, br)
-	if err := fr.WriteSettings(); err != nil {
-		t.Fatal(err)
-	}
-	for _, id := range []uint32{3, 5} {
-		var hb bytes.Buffer
-		enc := hpack.NewEncoder(&hb)
-		for _, f := range [][2]string{{":method", "GET"}, {":scheme", "http"}, {":authority", "app.test"}, {":path", fmt.Sprintf("/s%d", id)}} {
-			_ = enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
-		}
-		if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: hb.Bytes(), EndStream: true, EndHeaders: true}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	conn, _, fr := upgradeAndGet(t, p.Addr, "/s3", "/s5")
 	_ = conn.SetReadDeadline(time.Now().Add(ioTimeout))
 	for ended := 0; ended < 3; {
 		f, err := fr.ReadFrame()
@@ -188,4 +153,32 @@ func TestH2CStreamsRaceOnTheRecord(t *testing.T) {
 			}
 		}
 	}
+}
+
+// upgradeAndGet upgrades a new connection to addr with "Upgrade: h2c" (its
+// request is stream 1) and opens a GET stream for each path: 3, 5, and on.
+func upgradeAndGet(t *testing.T, addr string, paths ...string) (net.Conn, *bufio.Reader, *http2.Framer) {
+	t.Helper()
+	conn, br := dialRaw(t, addr)
+	writeRaw(t, conn, h2cUpgradeRequest)
+	if res, err := http.ReadResponse(br, nil); err != nil || res.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: %v, %v", res, err)
+	}
+	writeRaw(t, conn, http2.ClientPreface)
+	fr := http2.NewFramer(conn, br)
+	if err := fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	for i, path := range paths {
+		id := uint32(3 + 2*i)
+		var hb bytes.Buffer
+		enc := hpack.NewEncoder(&hb)
+		for _, f := range [][2]string{{":method", "GET"}, {":scheme", "http"}, {":authority", "app.test"}, {":path", path}} {
+			_ = enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+		}
+		if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: hb.Bytes(), EndStream: true, EndHeaders: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return conn, br, fr
 }

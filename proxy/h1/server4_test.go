@@ -35,9 +35,8 @@ func onBoth(t *testing.T, f func(t *testing.T)) {
 // deadline in force when its head arrived (ReadHeaderTimeout from the
 // accept for a first request, IdleTimeout from the previous response for a
 // later one) must not see its context cancelled, and the connection stays
-// usable. Portico's server treats that stale deadline as the client
-// leaving: staleDeadline finds c.waiting still true, since nothing clears
-// it once the head is read.
+// usable: the background read takes that stale deadline for what it is
+// (the wait's), not for the client leaving.
 func TestServerSlowHandlerOutlivesWaitDeadline(t *testing.T) {
 	cases := []struct {
 		name         string
@@ -88,8 +87,7 @@ func TestServerSlowHandlerOutlivesWaitDeadline(t *testing.T) {
 
 // ReadHeaderTimeout bounds the head only: a body that takes longer to
 // arrive is read whole (net/http clears the deadline once the head is in,
-// ReadTimeout being zero). Portico's server reads it under the header
-// deadline.
+// ReadTimeout being zero); so does Portico's, before the first body read.
 func TestServerSlowBodyOutlivesHeaderTimeout(t *testing.T) {
 	onBoth(t, func(t *testing.T) {
 		type result struct {
@@ -115,11 +113,10 @@ func TestServerSlowBodyOutlivesHeaderTimeout(t *testing.T) {
 }
 
 // A hijacked connection carries no deadline the server set, as with
-// net/http (hijackLocked clears both). Portico's server clears only the
-// read deadline, and keeps a write deadline an earlier request set (the
-// proxy's send_timeout does so on every response): a WebSocket or h2c
-// tunnel opened on a reused connection then dies when that deadline
-// passes.
+// net/http (hijackLocked clears both), though Portico's server keeps a
+// write deadline from one request to the next (the proxy's send_timeout
+// sets one on every response): left in force, it would end a WebSocket or
+// h2c tunnel opened on a reused connection.
 func TestServerHijackClearsEarlierWriteDeadline(t *testing.T) {
 	onBoth(t, func(t *testing.T) {
 		errs := make(chan error, 1)
@@ -149,12 +146,11 @@ func TestServerHijackClearsEarlierWriteDeadline(t *testing.T) {
 	})
 }
 
-// The same stale write deadline cuts the "100 Continue" the server sends
-// when the handler first reads the body: response.writeDeadlineCheck runs
-// before the response's writes but not before sendContinue's (nor
-// WriteHeader's 1xx). net/http fails this one as well (it never clears a
-// handler's write deadline short of a hijack); Portico's server means to
-// (writeDeadlineCheck's comment), so only "h1" runs.
+// The same stale write deadline must not cut the "100 Continue" the server
+// sends when the handler first reads the body (nor a 1xx the handler
+// writes). net/http fails this one (it never clears a handler's write
+// deadline short of a hijack); Portico's server keeps deadlines across
+// requests and clears a stale one before any write, so only "h1" runs.
 func TestServerContinueAfterEarlierWriteDeadline(t *testing.T) {
 	type result struct {
 		body string
@@ -184,12 +180,9 @@ func TestServerContinueAfterEarlierWriteDeadline(t *testing.T) {
 }
 
 // A read deadline the connection's background read leaves behind must not
-// reach the hijacker. stopBackgroundRead sets the socket's deadline to the
-// past without recording it in c.rd, so setReadDeadline(zero) skips the
-// syscall whenever c.rd is already zero: no ReadHeaderTimeout/IdleTimeout,
-// a handler that cleared its read deadline, or a stale deadline
-// staleDeadline cleared. Every read of the hijacked connection then times
-// out at once.
+// reach the hijacker: stopping that read sets the deadline in the past,
+// and whatever deadline was recorded before (none, a handler's, a stale
+// one cleared), the hijacker's reads must not time out at once.
 func TestServerHijackAfterBackgroundReadCanRead(t *testing.T) {
 	onBoth(t, func(t *testing.T) {
 		type result struct {
@@ -218,8 +211,8 @@ func TestServerHijackAfterBackgroundReadCanRead(t *testing.T) {
 	})
 }
 
-// net/http writes the status a handler set before Hijack (coder/websocket
-// sets 101 with WriteHeader and then hijacks). Portico's server drops it.
+// The status a handler set before Hijack goes out, as with net/http
+// (coder/websocket sets 101 with WriteHeader and then hijacks).
 func TestServerHijackAfterWriteHeaderSendsIt(t *testing.T) {
 	onBoth(t, func(t *testing.T) {
 		s := serveHandler(t, func(w http.ResponseWriter, r *http.Request) {
@@ -245,8 +238,8 @@ func TestServerHijackAfterWriteHeaderSendsIt(t *testing.T) {
 
 // When the server will close after a response because the body is left
 // unread (never asked for with 100-continue, or too long to drain), net/http
-// says so with "Connection: close" in that response; Portico's server
-// decides after the head went out and closes unannounced.
+// says so with "Connection: close" in that response, deciding before the
+// head goes out; so must Portico's server.
 func TestServerUnreadBodyCloseAnnounced(t *testing.T) {
 	cases := []struct{ name, req string }{
 		{"expect 100-continue", "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\nExpect: 100-continue\r\n\r\n"},
@@ -291,11 +284,9 @@ func TestServerTrailerSetOnce(t *testing.T) {
 
 // After the handler returns, its request body is closed whatever the
 // keep-alive decision (net/http's finishRequest closes it always).
-// Portico's server closes it in finishBody, which serveRequest skips when
-// the response already decided to close (Connection: close, HTTP/1.0, an
-// error, a panic): a goroutine the handler left reading the body then
-// reads the connection, buffer and all, while end() and lingerClose read
-// it too (a data race under -race).
+// Otherwise a goroutine the handler left reading the body reads the
+// connection, buffer and all, while the server closes it (a data race under
+// -race).
 func TestServerBodyClosedAfterHandlerEvenOnClose(t *testing.T) {
 	onBoth(t, func(t *testing.T) {
 		errs := make(chan error, 1)
