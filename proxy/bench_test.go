@@ -88,8 +88,7 @@ func BenchmarkProxy(b *testing.B) {
 // benchLoopback sends requests through a real server in front of h: GETs,
 // or POSTs of body when it is not empty.
 func benchLoopback(b *testing.B, h *Handler, body string) {
-	front := httptest.NewServer(h)
-	defer front.Close()
+	url := "http://" + serveFront(b, &http.Server{Handler: h}, listenLoopback(b))
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
@@ -98,7 +97,7 @@ func benchLoopback(b *testing.B, h *Handler, body string) {
 			if body != "" {
 				method, rd = http.MethodPost, strings.NewReader(body)
 			}
-			req, _ := http.NewRequest(method, front.URL+"/index.html", rd)
+			req, _ := http.NewRequest(method, url+"/index.html", rd)
 			req.Host = "app.example.com"
 			res, err := client.Do(req)
 			if err != nil {
