@@ -21,14 +21,14 @@ import (
 const maxRequestURI = 8 << 10
 
 // connClose is shared by every response that must close its connection:
-// net/http never modifies header values in place, and the capacity of one
+// the servers never modify header values in place, and the capacity of one
 // makes any Add copy.
 var connClose = []string{"close"}[:1:1]
 
 // overLimit returns the status for a request beyond the server's limits on
 // its request-target and header fields, or with a method that is no token,
-// or 0. net/http refuses such a method in an HTTP/1 request line, but its
-// HTTP/2 server takes any :method without control characters: one with a
+// or 0. Portico's HTTP/1 server refuses such a method in a request line,
+// but x/net's HTTP/2 server takes any :method without control characters: one with a
 // space would add a second request-target to the line a backend reads.
 func (s *Snapshot) overLimit(r *http.Request) int {
 	if len(r.RequestURI) > maxRequestURI {

@@ -36,7 +36,7 @@ type response struct {
 
 	// buf collects what goes out next: the head, then body bytes (chunk
 	// framing included) up to bufSize. Before the head is sent it holds
-	// only body bytes, at bodyAt, with room for a head before them.
+	// only body bytes, from headRoom on, with room for a head before them.
 	buf  []byte
 	base []byte    // buf's backing array, kept from one response to the next
 	head []byte    // scratch for the head, kept
@@ -220,11 +220,11 @@ func (w *response) sendHead(done bool) {
 	default:
 		w.close = true // an HTTP/1.0 client reads to the close
 	}
+	closeAsked := hasToken(w.header["Connection"], "close")
 	if !w.close {
 		// Decided now, so that the head says it: a body that will not be
 		// read to its end closes the connection (finishBody).
-		w.close = hasToken(w.header["Connection"], "close") || w.c.srv.shutdown.Load() ||
-			w.c.body != nil && !w.c.body.keepsConn()
+		w.close = closeAsked || w.c.srv.shutdown.Load() || w.c.body != nil && !w.c.body.keepsConn()
 	}
 	head := appendStatusLine(w.head[:0], w.status)
 	head = w.appendFields(head)
@@ -236,7 +236,7 @@ func (w *response) sendHead(done bool) {
 	if w.chunked {
 		head = append(head, "Transfer-Encoding: chunked\r\n"...)
 	}
-	if w.close && !hasToken(w.header["Connection"], "close") {
+	if w.close && !closeAsked {
 		head = append(head, "Connection: close\r\n"...)
 	} else if !w.close && w.req.ProtoMinor == 0 {
 		head = append(head, "Connection: keep-alive\r\n"...) // HTTP/1.0 closes by default
@@ -313,10 +313,7 @@ func (w *response) appendFields(b []byte) []byte {
 		}
 		for _, v := range vs {
 			if ValidFieldValue(v) {
-				b = append(b, k...)
-				b = append(b, ": "...)
-				b = append(b, v...)
-				b = append(b, "\r\n"...)
+				b = appendField(b, k, v)
 			}
 		}
 	}
@@ -355,7 +352,7 @@ func (w *response) appendTrailers(b []byte) []byte {
 			k := http.CanonicalHeaderKey(strings.TrimSpace(name))
 			for _, v := range w.header[k] {
 				if ValidFieldName(k) && ValidFieldValue(v) {
-					b = appendTrailer(b, k, v)
+					b = appendField(b, k, v)
 				}
 			}
 		}
@@ -364,7 +361,7 @@ func (w *response) appendTrailers(b []byte) []byte {
 		if name, ok := strings.CutPrefix(k, http.TrailerPrefix); ok && ValidFieldName(name) {
 			for _, v := range vs {
 				if ValidFieldValue(v) {
-					b = appendTrailer(b, name, v)
+					b = appendField(b, name, v)
 				}
 			}
 		}
@@ -372,7 +369,7 @@ func (w *response) appendTrailers(b []byte) []byte {
 	return b
 }
 
-func appendTrailer(b []byte, k, v string) []byte {
+func appendField(b []byte, k, v string) []byte {
 	b = append(b, k...)
 	b = append(b, ": "...)
 	b = append(b, v...)

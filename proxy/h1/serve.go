@@ -37,12 +37,11 @@ type serverConn struct {
 	// that a client that leaves cancels its request (r.Context()), and
 	// then serves as the wait for the next request. It runs only when the
 	// request's body is read and nothing is buffered.
-	bg        bool // started, and not yet collected (serve goroutine only)
-	bgDone    chan struct{}
-	bgN       int
-	bgErr     error
-	bgAbort   atomic.Bool
-	bgContext context.CancelFunc // the request the background read watches
+	bg      bool // started, and not yet collected (serve goroutine only)
+	bgDone  chan struct{}
+	bgN     int
+	bgErr   error
+	bgAbort atomic.Bool
 
 	// What runs when the client leaves during the handler (AfterClientGone).
 	goneMu   sync.Mutex
@@ -310,7 +309,7 @@ func (c *serverConn) serveRequest(h *Head) bool {
 	c.gone, c.goneFn = false, nil
 	if cc.body.done {
 		r.Body = http.NoBody
-		c.startBackgroundRead(cancel)
+		c.startBackgroundRead()
 	} else {
 		c.body = newRequestBody(c, r, expect)
 		r.Body = c.body
@@ -377,7 +376,7 @@ func (c *serverConn) finishBody(keep bool) bool {
 // bodyDone runs when the handler has read the body to its end.
 func (c *serverConn) bodyDone() {
 	if c.cancel != nil {
-		c.startBackgroundRead(c.cancel)
+		c.startBackgroundRead()
 	}
 }
 

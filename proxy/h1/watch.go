@@ -27,15 +27,15 @@ const (
 )
 
 // startBackgroundRead reads from the client while the handler runs, unless
-// bytes of a next request are already buffered; cancel, if not nil, is
-// called when the client closes the connection meanwhile.
-func (c *serverConn) startBackgroundRead(cancel context.CancelFunc) {
+// bytes of a next request are already buffered; the request is cancelled
+// (c.cancel) when the client closes the connection meanwhile.
+func (c *serverConn) startBackgroundRead() {
 	cc := &c.conn
 	if c.bg || cc.r < cc.w {
 		return
 	}
 	cc.r, cc.w = 0, 0
-	c.bg, c.bgContext = true, cancel
+	c.bg = true
 	c.bgAbort.Store(false)
 	go c.backgroundRead()
 }
@@ -47,8 +47,8 @@ func (c *serverConn) backgroundRead() {
 			continue
 		}
 		c.bgN, c.bgErr = n, err
-		if n == 0 && !c.bgAbort.Load() && c.bgContext != nil {
-			c.bgContext() // the client left
+		if n == 0 && !c.bgAbort.Load() {
+			c.cancel() // the client left
 			c.clientGone()
 		}
 		c.bgDone <- struct{}{}
