@@ -41,7 +41,16 @@ func NewServer(sc *config.Server, h http.Handler, log *slog.Logger) (*http.Serve
 func NewTLSServer(sc *config.Server, h http.Handler, tc *tls.Config, log *slog.Logger) (*http.Server, error) {
 	srv := baseServer(sc, h, log)
 	srv.TLSConfig = tc
-	return srv, http2.ConfigureServer(srv, http2Server(&sc.HTTP2))
+	h2s := http2Server(&sc.HTTP2)
+	if err := http2.ConfigureServer(srv, h2s); err != nil {
+		return nil, err
+	}
+	// As ConfigureServer's own hand-over, with the connection's writes
+	// coalesced (h2write.go).
+	srv.TLSNextProto[http2.NextProtoTLS] = func(hs *http.Server, c *tls.Conn, h http.Handler) {
+		h2s.ServeConn(newCoalescingConn(c), &http2.ServeConnOpts{Handler: h, BaseConfig: hs})
+	}
+	return srv, nil
 }
 
 func baseServer(sc *config.Server, h http.Handler, log *slog.Logger) *http.Server {

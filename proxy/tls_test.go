@@ -30,7 +30,8 @@ import (
 type front struct {
 	addr  string
 	roots *x509.CertPool // verifies the HTTPS front's certificate for "front.test"
-	conns atomic.Int64   // TCP connections accepted
+	conns  atomic.Int64  // TCP connections accepted
+	writes atomic.Int64  // writes to their sockets
 }
 
 // startFront parses doc (pools and routes; [server] keys go in server),
@@ -64,7 +65,7 @@ func startFront(t *testing.T, server, doc string, tlsOn bool) *front {
 			f.conns.Add(1)
 		}
 	}
-	ln := listenLoopback(t)
+	var ln net.Listener = &countingListener{Listener: listenLoopback(t), writes: &f.writes}
 	if tlsOn {
 		ln = tls.NewListener(ln, srv.TLSConfig)
 	}
