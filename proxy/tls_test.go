@@ -28,10 +28,10 @@ import (
 
 // front is Portico's request path behind a real listener.
 type front struct {
-	addr  string
-	roots *x509.CertPool // verifies the HTTPS front's certificate for "front.test"
-	conns  atomic.Int64  // TCP connections accepted
-	writes atomic.Int64  // writes to their sockets
+	addr   string
+	roots  *x509.CertPool // verifies the HTTPS front's certificate for "front.test"
+	conns  atomic.Int64   // TCP connections accepted
+	writes atomic.Int64   // writes to their sockets
 }
 
 // startFront parses doc (pools and routes; [server] keys go in server),
