@@ -57,14 +57,13 @@ const (
 // errBodyTooLarge is the read error of a body that went past max_body_bytes.
 var errBodyTooLarge = errors.New("request body larger than max_body_bytes")
 
-// newClientBody wraps r's body. d may be nil, or timeout zero, to leave the
+// init makes b wrap r's body. d may be nil, or timeout zero, to leave the
 // timeout off.
-func newClientBody(r *http.Request, d deadliner, timeout time.Duration) *clientBody {
-	b := &clientBody{rc: r.Body, left: r.ContentLength, room: -1}
+func (b *clientBody) init(r *http.Request, d deadliner, timeout time.Duration) {
+	b.rc, b.left, b.room = r.Body, r.ContentLength, -1
 	if d != nil && timeout > 0 {
 		b.d, b.timeout = d, timeout
 	}
-	return b
 }
 
 // limit applies max_body_bytes to a body of unknown length; a known

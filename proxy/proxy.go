@@ -217,9 +217,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s := h.snap.Load()
 	info.ClientIP, info.TrustedPeer = clientIP(r, s.trusted)
 	d, _ := w.(deadliner) // before wrapping: the wrappers hide it
+	wr := &wrappers{rec: recorder{ResponseWriter: w, info: info}}
 	var body *clientBody
 	if inner.Body != nil && inner.Body != http.NoBody {
-		body = newClientBody(inner, d, s.bodyTimeout)
+		body = new(clientBody)
+		body.init(inner, d, s.bodyTimeout)
 		inner.Body = body
 	}
 	stats := s.unrouted
@@ -240,13 +242,21 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			s.access.Log(r, info)
 		}
 	}()
-	s.serve(&recorder{ResponseWriter: w, info: info}, d, inner, info, body, &stats)
+	s.serve(wr, d, inner, info, body, &stats)
 }
 
-// serve answers the request, setting *stats to the series it is recorded
-// in once it is routed: requests refused before routing count as
+// wrappers are what ServeHTTP may wrap a response writer in, allocated
+// together.
+type wrappers struct {
+	rec recorder
+	dw  deadlineWriter
+}
+
+// serve answers the request through wr.rec, and wr.dw when send_timeout
+// applies, setting *stats to the series it is recorded in once it is routed: requests refused before routing count as
 // unrouted. body is r's body as ServeHTTP wrapped it, nil without one.
-func (s *Snapshot) serve(w http.ResponseWriter, d deadliner, r *http.Request, info *reqinfo.Info, body *clientBody, stats **metrics.Route) {
+func (s *Snapshot) serve(wr *wrappers, d deadliner, r *http.Request, info *reqinfo.Info, body *clientBody, stats **metrics.Route) {
+	var w http.ResponseWriter = &wr.rec
 	if status := s.overLimit(r); status != 0 {
 		refuse(w, r, status)
 		return
@@ -275,7 +285,8 @@ func (s *Snapshot) serve(w http.ResponseWriter, d deadliner, r *http.Request, in
 		body.limit(rt.maxBody)
 	}
 	if d != nil && s.sendTimeout > 0 {
-		w = newDeadlineWriter(w, d, s.sendTimeout)
+		wr.dw.init(w, d, s.sendTimeout)
+		w = &wr.dw
 	}
 	rt.handler.ServeHTTP(w, r)
 }

@@ -37,9 +37,9 @@ type deadlineWriter struct {
 	inherited bool  // set is an earlier request's, not yet claimed for this one
 }
 
-// newDeadlineWriter guards w with send_timeout.
-func newDeadlineWriter(w http.ResponseWriter, d deadliner, timeout time.Duration) *deadlineWriter {
-	dw := &deadlineWriter{ResponseWriter: w, d: d, timeout: timeout}
+// init makes dw guard w with send_timeout.
+func (dw *deadlineWriter) init(w http.ResponseWriter, d deadliner, timeout time.Duration) {
+	dw.ResponseWriter, dw.d, dw.timeout = w, d, timeout
 	if c, ok := d.(interface{ WriteDeadline() time.Time }); ok {
 		// Portico's HTTP/1 server keeps a write deadline from one request
 		// to the next, so one set by an earlier request may do.
@@ -47,7 +47,6 @@ func newDeadlineWriter(w http.ResponseWriter, d deadliner, timeout time.Duration
 			dw.set, dw.inherited = t.UnixNano(), true
 		}
 	}
-	return dw
 }
 
 func (w *deadlineWriter) Write(p []byte) (int, error) {

@@ -161,7 +161,7 @@ func (c *Conn) SetReadDeadline(t time.Time) error {
 // ago is kept rather than moved, since moving it is a timer update and a
 // busy connection starts exchanges far more often than that.
 func (c *Conn) SetReadTimeout(d time.Duration) error {
-	now := time.Now()
+	now := monoNow()
 	if !c.readDeadline.IsZero() && c.readDeadline.Sub(now) >= d {
 		return nil
 	}

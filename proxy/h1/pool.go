@@ -87,7 +87,7 @@ func (p *Pool) getIdle() *Conn {
 		p.mu.Unlock()
 
 		if now.IsZero() {
-			now = time.Now()
+			now = monoNow()
 		}
 		idle := now.Sub(c.idleSince)
 		if p.idleTimeout > 0 && idle >= p.idleTimeout {
@@ -112,7 +112,7 @@ func (p *Pool) Dial(ctx context.Context) (*Conn, error) { return dialConn(ctx, p
 
 // put keeps c for reuse, or closes it when the pool is full or closed.
 func (p *Pool) put(c *Conn) {
-	c.idleSince = time.Now()
+	c.idleSince = monoNow()
 	p.mu.Lock()
 	if p.closed || len(p.idle) >= p.maxIdle {
 		p.mu.Unlock()
@@ -135,7 +135,7 @@ func (p *Pool) put(c *Conn) {
 // sweepExpired closes the connections that outlived the idle timeout and
 // sets itself up for when the oldest of the others will.
 func (p *Pool) sweepExpired() {
-	now := time.Now()
+	now := monoNow()
 	p.closeExpired(now)
 	p.mu.Lock()
 	defer p.mu.Unlock()

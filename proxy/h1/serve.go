@@ -37,7 +37,8 @@ type serverConn struct {
 	// that a client that leaves cancels its request (r.Context()), and
 	// then serves as the wait for the next request. It runs only when the
 	// request's body is read and nothing is buffered.
-	bg      bool // started, and not yet collected (serve goroutine only)
+	bg      bool   // started, and not yet collected (serve goroutine only)
+	bgRead  func() // backgroundRead, bound once: a go statement with a receiver allocates
 	bgDone  chan struct{}
 	bgN     int
 	bgErr   error
@@ -84,7 +85,7 @@ func after(d time.Duration) time.Time {
 	if d <= 0 {
 		return time.Time{}
 	}
-	return time.Now().Add(d)
+	return monoNow().Add(d)
 }
 
 func newServerConn(s *Server, nc net.Conn) *serverConn {
@@ -94,6 +95,7 @@ func newServerConn(s *Server, nc net.Conn) *serverConn {
 	c.conn.body.c = &c.conn
 	c.resp.c = c
 	c.stopGone = c.unregisterGone
+	c.bgRead = c.backgroundRead
 	return c
 }
 

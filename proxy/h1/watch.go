@@ -37,7 +37,7 @@ func (c *serverConn) startBackgroundRead() {
 	cc.r, cc.w = 0, 0
 	c.bg = true
 	c.bgAbort.Store(false)
-	go c.backgroundRead()
+	go c.bgRead()
 }
 
 func (c *serverConn) backgroundRead() {
@@ -128,7 +128,7 @@ func (c *serverConn) waitNext() {
 	if d <= 0 {
 		d = c.srv.cfg.ReadHeaderTimeout
 	}
-	now := time.Now()
+	now := monoNow()
 	c.dmu.Lock()
 	c.waiting = true
 	if d > 0 && (c.wait != waitIdle || c.rd.Sub(now) < d-min(time.Second, d/4)) {
