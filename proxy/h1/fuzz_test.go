@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"io"
 	"net/http"
+	"net/textproto"
 	"strings"
 	"testing"
 )
@@ -88,7 +89,7 @@ func checkHead(t *testing.T, h *Head) {
 
 func checkField(t *testing.T, f Field) {
 	t.Helper()
-	if !ValidFieldName(f.Name) || canonical(f.Name) != f.Name {
+	if !ValidFieldName(f.Name) || textproto.CanonicalMIMEHeaderKey(f.Name) != f.Name {
 		t.Fatalf("field name %q", f.Name)
 	}
 	if strings.ContainsAny(f.Value, "\r\n\x00") || !ValidFieldValue(f.Value) {

@@ -252,3 +252,58 @@ func TestBodyReady(t *testing.T) {
 		t.Errorf("read %d, %v; want 2 and io.EOF together", n, err)
 	}
 }
+
+// The word-at-a-time checks agree with the rule byte by byte: every byte
+// value, at every position of values up to 17 bytes long, among printable
+// neighbours and among other bytes that look alike to the word test.
+func TestFieldValidityByteByByte(t *testing.T) {
+	valid := func(c byte) bool { return c >= ' ' && c != 0x7f || c == '\t' }
+	for _, fill := range []byte{'a', ' ', 0x80, 0xff, 0x21, '\t'} {
+		for n := 1; n <= 17; n++ {
+			for pos := range n {
+				for c := range 256 {
+					b := make([]byte, n)
+					for i := range b {
+						b[i] = fill
+					}
+					b[pos] = byte(c)
+					if got, want := ValidFieldValue(string(b)), valid(byte(c)); got != want {
+						t.Fatalf("ValidFieldValue(%q) = %v, want %v", b, got, want)
+					}
+				}
+			}
+		}
+	}
+	for c := range 256 {
+		name := "X-" + string(rune(c))
+		if c >= 0x80 {
+			name = "X-" + string([]byte{byte(c)})
+		}
+		want := c < 0x80 && (c >= '0' && c <= '9' || c|0x20 >= 'a' && c|0x20 <= 'z' || strings.IndexByte("!#$%&'*+-.^_`|~", byte(c)) >= 0)
+		if got := ValidFieldName(name); got != want {
+			t.Errorf("ValidFieldName(%q) = %v, want %v", name, got, want)
+		}
+		if c == ':' {
+			continue // ends the name
+		}
+		_, err := parseField(name + ": v")
+		if got := err == nil; got != want {
+			t.Errorf("parseField(%q): %v, want valid %v", name+": v", err, want)
+		}
+	}
+}
+
+// Names come out canonical whatever the case they came in, and as given
+// when they already are, sharing the line's bytes.
+func TestFieldNamesCanonical(t *testing.T) {
+	for in, want := range map[string]string{
+		"content-type": "Content-Type", "CONTENT-LENGTH": "Content-Length", "x-forwarded-for": "X-Forwarded-For",
+		"Content-Type": "Content-Type", "X-Request-Id": "X-Request-Id", "x": "X", "Www-Authenticate": "Www-Authenticate",
+		"a-B-c": "A-B-C", "Te": "Te", "TE": "Te", "foo_bar": "Foo_bar", "1-a": "1-A",
+	} {
+		f, err := parseField(in + ": v")
+		if err != nil || f.Name != want {
+			t.Errorf("parseField(%q) = %q, %v; want %q", in, f.Name, err, want)
+		}
+	}
+}

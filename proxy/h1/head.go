@@ -131,32 +131,30 @@ func parseField(line string) (Field, error) {
 		return Field{}, errFieldLine
 	}
 	name := line[:colon]
+	// One pass checks that the name is a token (no whitespace before the
+	// colon, RFC 9112 §5.1: a lenient parser upstream could read the field
+	// differently) and whether it is in canonical form already, as most
+	// senders write names, which then costs no copy.
+	canon, upper := true, true
 	for i := 0; i < len(name); i++ {
-		// No whitespace before the colon (RFC 9112 §5.1): a lenient parser
-		// upstream could read the field differently.
-		if !isTokenByte(name[i]) {
+		switch nameBytes[name[i]] {
+		case notToken:
 			return Field{}, errFieldLine
+		case lowerLetter:
+			canon = canon && !upper
+		case upperLetter:
+			canon = canon && upper
 		}
+		upper = name[i] == '-'
 	}
 	value := trimOWS(line[colon+1:])
 	if !ValidFieldValue(value) {
 		return Field{}, errFieldLine
 	}
-	return Field{Name: canonical(name), Value: value}, nil
-}
-
-// canonical returns name in net/http's canonical form; common names in that
-// form already (as most servers send them) cost nothing.
-func canonical(name string) string {
-	upper := true
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		if upper && 'a' <= c && c <= 'z' || !upper && 'A' <= c && c <= 'Z' {
-			return textproto.CanonicalMIMEHeaderKey(name)
-		}
-		upper = c == '-'
+	if !canon {
+		name = textproto.CanonicalMIMEHeaderKey(name)
 	}
-	return name
+	return Field{Name: name, Value: value}, nil
 }
 
 func trimOWS(s string) string {
@@ -269,21 +267,26 @@ func isHopByHop(name string) bool {
 // IsHopByHop is isHopByHop for callers writing requests.
 func IsHopByHop(name string) bool { return isHopByHop(name) }
 
-// isTokenByte reports whether c may appear in a field name (RFC 9110 §5.6.2).
-func isTokenByte(c byte) bool { return c < 0x80 && tokenTable[c] }
-
-var tokenTable = func() (t [128]bool) {
+// nameBytes classes the bytes of field names (RFC 9110 §5.6.2 tokens).
+var nameBytes = func() (t [256]uint8) {
 	for c := '0'; c <= '9'; c++ {
-		t[c] = true
+		t[c] = otherToken
 	}
 	for c := 'a'; c <= 'z'; c++ {
-		t[c], t[c-'a'+'A'] = true, true
+		t[c], t[c-'a'+'A'] = lowerLetter, upperLetter
 	}
 	for _, c := range "!#$%&'*+-.^_`|~" {
-		t[c] = true
+		t[c] = otherToken
 	}
 	return t
 }()
+
+const (
+	notToken uint8 = iota
+	otherToken
+	lowerLetter
+	upperLetter
+)
 
 // ValidFieldName reports whether name is a token, as a request's field
 // names must be before they are written.
@@ -292,7 +295,7 @@ func ValidFieldName(name string) bool {
 		return false
 	}
 	for i := 0; i < len(name); i++ {
-		if !isTokenByte(name[i]) {
+		if nameBytes[name[i]] == notToken {
 			return false
 		}
 	}
@@ -300,8 +303,30 @@ func ValidFieldName(name string) bool {
 }
 
 // ValidFieldValue reports whether v may be written as a field value: no
-// CR, LF, NUL or other control characters but tab.
+// CR, LF, NUL or other control characters but tab. It tests eight bytes
+// at a time, since every field of every message passes here: a word with
+// no byte below 0x20 and none equal to 0x7f needs no closer look (bytes of
+// 0x80 and up, obs-text, are allowed).
 func ValidFieldValue(v string) bool {
+	const (
+		ones   = 0x0101010101010101
+		highs  = 0x80 * ones
+		spaces = 0x20 * ones
+		dels   = 0x7f * ones
+	)
+	i := 0
+	for ; i+8 <= len(v); i += 8 {
+		x := uint64(v[i]) | uint64(v[i+1])<<8 | uint64(v[i+2])<<16 | uint64(v[i+3])<<24 |
+			uint64(v[i+4])<<32 | uint64(v[i+5])<<40 | uint64(v[i+6])<<48 | uint64(v[i+7])<<56
+		y := x ^ dels // a 0x7f byte becomes zero
+		if ((x-spaces)&^x|(y-ones)&^y)&highs != 0 && !validValueBytes(v[i:i+8]) {
+			return false
+		}
+	}
+	return validValueBytes(v[i:])
+}
+
+func validValueBytes(v string) bool {
 	for i := 0; i < len(v); i++ {
 		if c := v[i]; c < ' ' && c != '\t' || c == 0x7f {
 			return false
