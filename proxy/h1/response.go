@@ -83,7 +83,8 @@ func (w *response) WriteHeader(code int) {
 			return // HTTP/1.0 has no interim responses
 		}
 		b := appendStatusLine(make([]byte, 0, 256), code)
-		b = append(w.appendFields(b), "\r\n"...)
+		b, _ = w.appendFields(b)
+		b = append(b, "\r\n"...)
 		w.c.wmu.Lock()
 		w.checkWriteDeadline()
 		if code != http.StatusContinue || !w.c.continued {
@@ -206,7 +207,11 @@ func (w *response) write(b []byte) {
 // the handler has returned, so the held body is all there is.
 func (w *response) sendHead(done bool) {
 	held := w.buf[headRoom:]
-	trailers := w.hasTrailers(done)
+	head, prefixed := w.appendFields(appendStatusLine(w.head[:0], w.status))
+	// Trailers are announced in a Trailer field or, once the handler is
+	// done, set with http.TrailerPrefix.
+	_, announced := w.header["Trailer"]
+	trailers := announced || done && prefixed
 	switch {
 	case w.noBody:
 		if w.declared < 0 && done && w.written > 0 && w.status < 300 {
@@ -226,8 +231,6 @@ func (w *response) sendHead(done bool) {
 		// read to its end closes the connection (finishBody).
 		w.close = closeAsked || w.c.srv.shutdown.Load() || w.c.body != nil && !w.c.body.keepsConn()
 	}
-	head := appendStatusLine(w.head[:0], w.status)
-	head = w.appendFields(head)
 	if w.declared >= 0 && w.status >= 200 && w.status != http.StatusNoContent && w.status != http.StatusNotModified {
 		head = append(head, "Content-Length: "...)
 		head = strconv.AppendInt(head, w.declared, 10)
@@ -281,35 +284,22 @@ func (w *response) chunk(held []byte) []byte {
 	return append(b, "\r\n"...)
 }
 
-// hasTrailers reports whether the response carries trailers: announced in
-// a Trailer field, or, once the handler is done, set with
-// http.TrailerPrefix.
-func (w *response) hasTrailers(done bool) bool {
-	if _, ok := w.header["Trailer"]; ok {
-		return true
-	}
-	if done {
-		for k := range w.header {
-			if strings.HasPrefix(k, http.TrailerPrefix) {
-				return true
-			}
-		}
-	}
-	return false
-}
-
 // appendFields writes the handler's header fields but those the server
-// frames itself; a field that is not valid on the wire is left out.
-func (w *response) appendFields(b []byte) []byte {
+// frames itself; a field that is not valid on the wire is left out. It
+// reports whether a field set with http.TrailerPrefix was seen.
+func (w *response) appendFields(b []byte) (_ []byte, prefixed bool) {
 	announced := w.header["Trailer"]
 	for k, vs := range w.header {
 		switch k {
 		case "Content-Length", "Transfer-Encoding":
 			continue
 		}
-		if strings.HasPrefix(k, http.TrailerPrefix) || !ValidFieldName(k) ||
-			announced != nil && hasToken(announced, k) {
+		if strings.HasPrefix(k, http.TrailerPrefix) {
+			prefixed = true
 			continue // a trailer, sent after the body
+		}
+		if !ValidFieldName(k) || announced != nil && hasToken(announced, k) {
+			continue // not for the wire, or a trailer
 		}
 		for _, v := range vs {
 			if ValidFieldValue(v) {
@@ -317,7 +307,7 @@ func (w *response) appendFields(b []byte) []byte {
 			}
 		}
 	}
-	return b
+	return b, prefixed
 }
 
 // finish completes the response after the handler returned and reports

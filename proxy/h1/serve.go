@@ -416,7 +416,8 @@ func (c *serverConn) hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if w := &c.resp; w.status != 0 {
 		// A status set before Hijack goes out as it is, as net/http does:
 		// WebSocket libraries answer 101 through WriteHeader, then hijack.
-		b := append(w.appendFields(appendStatusLine(nil, w.status)), "\r\n"...)
+		b, _ := w.appendFields(appendStatusLine(nil, w.status))
+		b = append(b, "\r\n"...)
 		if _, err := c.nc.Write(b); err != nil {
 			return nil, nil, err
 		}
