@@ -135,23 +135,21 @@ func parseField(line string) (Field, error) {
 	// colon, RFC 9112 §5.1: a lenient parser upstream could read the field
 	// differently) and whether it is in canonical form already, as most
 	// senders write names, which then costs no copy.
-	canon, upper := true, true
+	var flags uint8
+	half := upperHalf // the first letter is a capital in canonical form
 	for i := 0; i < len(name); i++ {
-		switch nameBytes[name[i]] {
-		case notToken:
-			return Field{}, errFieldLine
-		case lowerLetter:
-			canon = canon && !upper
-		case upperLetter:
-			canon = canon && upper
-		}
-		upper = name[i] == '-'
+		f := nameStates[(half|int(name[i]))&(2*upperHalf-1)] // masked: no bounds check
+		flags |= f
+		half = int(f&dash) << 6 // upperHalf after a '-'
+	}
+	if flags&notToken != 0 {
+		return Field{}, errFieldLine
 	}
 	value := trimOWS(line[colon+1:])
 	if !ValidFieldValue(value) {
 		return Field{}, errFieldLine
 	}
-	if !canon {
+	if flags&notCanonical != 0 {
 		name = textproto.CanonicalMIMEHeaderKey(name)
 	}
 	return Field{Name: name, Value: value}, nil
@@ -267,25 +265,42 @@ func isHopByHop(name string) bool {
 // IsHopByHop is isHopByHop for callers writing requests.
 func IsHopByHop(name string) bool { return isHopByHop(name) }
 
-// nameBytes classes the bytes of field names (RFC 9110 §5.6.2 tokens).
-var nameBytes = func() (t [256]uint8) {
-	for c := '0'; c <= '9'; c++ {
-		t[c] = otherToken
-	}
-	for c := 'a'; c <= 'z'; c++ {
-		t[c], t[c-'a'+'A'] = lowerLetter, upperLetter
-	}
-	for _, c := range "!#$%&'*+-.^_`|~" {
-		t[c] = otherToken
+// nameStates drives the check of a field name in one pass: indexed by the
+// byte, plus upperHalf when it is the first of the name or follows a '-',
+// where the canonical form has a capital. Each entry says whether the byte
+// is no token (RFC 9110 §5.6.2), whether its case differs from the
+// canonical form's, and whether it is a '-'.
+var nameStates = func() (t [2 * upperHalf]uint8) {
+	for _, half := range []int{0, upperHalf} {
+		for c := 0; c < 256; c++ {
+			var f uint8
+			switch {
+			case 'a' <= c && c <= 'z':
+				if half != 0 {
+					f = notCanonical
+				}
+			case 'A' <= c && c <= 'Z':
+				if half == 0 {
+					f = notCanonical
+				}
+			case c == '-':
+				f = dash
+			case '0' <= c && c <= '9' || c < 0x80 && strings.IndexByte("!#$%&'*+.^_`|~", byte(c)) >= 0:
+			default:
+				f = notToken
+			}
+			t[half|c] = f
+		}
 	}
 	return t
 }()
 
 const (
-	notToken uint8 = iota
-	otherToken
-	lowerLetter
-	upperLetter
+	upperHalf = 256
+	// The flags of nameStates' entries; dash << 6 is upperHalf.
+	notToken     = 1
+	notCanonical = 2
+	dash         = 4
 )
 
 // ValidFieldName reports whether name is a token, as a request's field
@@ -295,7 +310,7 @@ func ValidFieldName(name string) bool {
 		return false
 	}
 	for i := 0; i < len(name); i++ {
-		if nameBytes[name[i]] == notToken {
+		if nameStates[name[i]]&notToken != 0 {
 			return false
 		}
 	}
@@ -314,16 +329,16 @@ func ValidFieldValue(v string) bool {
 		spaces = 0x20 * ones
 		dels   = 0x7f * ones
 	)
-	i := 0
-	for ; i+8 <= len(v); i += 8 {
-		x := uint64(v[i]) | uint64(v[i+1])<<8 | uint64(v[i+2])<<16 | uint64(v[i+3])<<24 |
-			uint64(v[i+4])<<32 | uint64(v[i+5])<<40 | uint64(v[i+6])<<48 | uint64(v[i+7])<<56
+	for ; len(v) >= 8; v = v[8:] {
+		w := v[:8] // of known length: one bounds check, one load
+		x := uint64(w[0]) | uint64(w[1])<<8 | uint64(w[2])<<16 | uint64(w[3])<<24 |
+			uint64(w[4])<<32 | uint64(w[5])<<40 | uint64(w[6])<<48 | uint64(w[7])<<56
 		y := x ^ dels // a 0x7f byte becomes zero
-		if ((x-spaces)&^x|(y-ones)&^y)&highs != 0 && !validValueBytes(v[i:i+8]) {
+		if ((x-spaces)&^x|(y-ones)&^y)&highs != 0 && !validValueBytes(w) {
 			return false
 		}
 	}
-	return validValueBytes(v[i:])
+	return validValueBytes(v)
 }
 
 func validValueBytes(v string) bool {
