@@ -2,6 +2,7 @@ package accesslog
 
 import (
 	"strconv"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 )
@@ -58,7 +59,27 @@ func millis(b []byte, name string, d time.Duration) []byte {
 	b = append(b, ',', '"')
 	b = append(b, name...)
 	b = append(b, '"', ':')
-	return strconv.AppendFloat(b, float64(d.Microseconds())/1000, 'f', -1, 64)
+	return appendMillis(b, d.Microseconds())
+}
+
+// appendMillis writes us microseconds as milliseconds, as the shortest
+// decimal (what strconv.AppendFloat writes for us/1000), without the
+// float formatting.
+func appendMillis(b []byte, us int64) []byte {
+	if us < 0 {
+		b, us = append(b, '-'), -us
+	}
+	b = strconv.AppendInt(b, us/1000, 10)
+	frac := us % 1000
+	if frac == 0 {
+		return b
+	}
+	digits := [3]byte{byte('0' + frac/100), byte('0' + frac/10%10), byte('0' + frac%10)}
+	n := 3
+	for digits[n-1] == '0' {
+		n--
+	}
+	return append(append(b, '.'), digits[:n]...)
 }
 
 const hexDigits = "0123456789abcdef"
@@ -76,33 +97,57 @@ func appendString(b []byte, s, query string) []byte {
 }
 
 func appendEscaped(b []byte, s string) []byte {
-	start := 0 // runs of bytes that need no escaping are copied at once
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c >= 0x20 && c < 0x7f && c != '"' && c != '\\' {
-			i++
-			continue
+	for {
+		i := plainPrefix(s)
+		b = append(b, s[:i]...)
+		if i == len(s) {
+			return b
 		}
-		b = append(b, s[start:i]...)
+		c, size := s[i], 1
 		switch {
 		case c >= 0x80:
-			r, size := utf8.DecodeRuneInString(s[i:])
-			if r == utf8.RuneError && size == 1 {
+			var r rune
+			if r, size = utf8.DecodeRuneInString(s[i:]); r == utf8.RuneError && size == 1 {
 				b = append(b, `\ufffd`...)
 			} else {
 				b = append(b, s[i:i+size]...)
 			}
-			i += size
 		case c == '"' || c == '\\':
 			b = append(b, '\\', c)
-			i++
 		default:
 			b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
-			i++
 		}
-		start = i
+		s = s[i+size:]
 	}
-	return append(b, s[start:]...)
+}
+
+// plainPrefix returns the length of the start of s that JSON escaping
+// leaves as it is: printable ASCII but quote and backslash. Most of a line
+// is, so it looks at eight bytes at a time.
+func plainPrefix(s string) int {
+	const (
+		ones  = 0x0101010101010101
+		highs = 0x80 * ones
+	)
+	i := 0
+	for ; i+8 <= len(s); i += 8 {
+		w := s[i : i+8]
+		x := uint64(w[0]) | uint64(w[1])<<8 | uint64(w[2])<<16 | uint64(w[3])<<24 |
+			uint64(w[4])<<32 | uint64(w[5])<<40 | uint64(w[6])<<48 | uint64(w[7])<<56
+		// A byte of 0x80 or more has its high bit; one below 0x20, or
+		// equal to '"', '\\' or 0x7f (zero after the xor), sets it in the
+		// differences.
+		q, bs, del := x^('"'*ones), x^('\\'*ones), x^(0x7f*ones)
+		if (x|(x-0x20*ones)&^x|(q-ones)&^q|(bs-ones)&^bs|(del-ones)&^del)&highs != 0 {
+			break
+		}
+	}
+	for ; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' {
+			break
+		}
+	}
+	return i
 }
 
 // appendCombined writes the Apache/nginx "combined" format:
@@ -173,45 +218,75 @@ func appendNginx(b []byte, s string, noSpace bool) []byte {
 
 // appendISOTime writes 2006-01-02T15:04:05.000Z.
 func appendISOTime(b []byte, t time.Time) []byte {
-	t = t.UTC()
-	y, mo, d := t.Date()
-	h, mi, s := t.Clock()
-	b = appendInt(b, y, 4)
-	b = append(b, '-')
-	b = appendInt(b, int(mo), 2)
-	b = append(b, '-')
-	b = appendInt(b, d, 2)
-	b = append(b, 'T')
-	b = appendInt(b, h, 2)
-	b = append(b, ':')
-	b = appendInt(b, mi, 2)
-	b = append(b, ':')
-	b = appendInt(b, s, 2)
+	b = isoSeconds.append(b, t)
 	b = append(b, '.')
 	b = appendInt(b, t.Nanosecond()/1e6, 3)
 	return append(b, 'Z')
 }
 
+// appendCLFTime writes 02/Jan/2006:15:04:05 +0000.
+func appendCLFTime(b []byte, t time.Time) []byte { return clfSeconds.append(b, t) }
+
+// secondCache keeps the text of the second a line was made in, which lines
+// share for a second: the calendar computation costs more than the rest of
+// a line's numbers.
+type secondCache struct {
+	format func(b []byte, t time.Time) []byte
+	last   atomic.Pointer[cachedSecond]
+}
+
+type cachedSecond struct {
+	unix int64
+	text []byte
+}
+
+func (c *secondCache) append(b []byte, t time.Time) []byte {
+	unix := t.Unix()
+	s := c.last.Load()
+	if s == nil || s.unix != unix {
+		s = &cachedSecond{unix: unix, text: c.format(nil, t)}
+		c.last.Store(s)
+	}
+	return append(b, s.text...)
+}
+
 var months = [...]string{"Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"}
 
-// appendCLFTime writes 02/Jan/2006:15:04:05 +0000.
-func appendCLFTime(b []byte, t time.Time) []byte {
-	t = t.UTC()
-	y, mo, d := t.Date()
-	h, mi, s := t.Clock()
-	b = appendInt(b, d, 2)
-	b = append(b, '/')
-	b = append(b, months[mo-1]...)
-	b = append(b, '/')
-	b = appendInt(b, y, 4)
-	b = append(b, ':')
-	b = appendInt(b, h, 2)
-	b = append(b, ':')
-	b = appendInt(b, mi, 2)
-	b = append(b, ':')
-	b = appendInt(b, s, 2)
-	return append(b, " +0000"...)
-}
+var (
+	isoSeconds = secondCache{format: func(b []byte, t time.Time) []byte {
+		t = t.UTC()
+		y, mo, d := t.Date()
+		h, mi, s := t.Clock()
+		b = appendInt(b, y, 4)
+		b = append(b, '-')
+		b = appendInt(b, int(mo), 2)
+		b = append(b, '-')
+		b = appendInt(b, d, 2)
+		b = append(b, 'T')
+		b = appendInt(b, h, 2)
+		b = append(b, ':')
+		b = appendInt(b, mi, 2)
+		b = append(b, ':')
+		return appendInt(b, s, 2)
+	}}
+	clfSeconds = secondCache{format: func(b []byte, t time.Time) []byte {
+		t = t.UTC()
+		y, mo, d := t.Date()
+		h, mi, s := t.Clock()
+		b = appendInt(b, d, 2)
+		b = append(b, '/')
+		b = append(b, months[mo-1]...)
+		b = append(b, '/')
+		b = appendInt(b, y, 4)
+		b = append(b, ':')
+		b = appendInt(b, h, 2)
+		b = append(b, ':')
+		b = appendInt(b, mi, 2)
+		b = append(b, ':')
+		b = appendInt(b, s, 2)
+		return append(b, " +0000"...)
+	}}
+)
 
 // appendInt writes n with at least width digits.
 func appendInt(b []byte, n, width int) []byte {
