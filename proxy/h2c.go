@@ -48,7 +48,7 @@ func (u *h2cUpgrade) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	r.Header.Del("Upgrade")
 	r.Header.Del("Http2-Settings")
 	r.Header.Del("Connection")
-	u.h2.ServeConn(&bufferedConn{Conn: conn, r: brw.Reader}, &http2.ServeConnOpts{
+	u.h2.ServeConn(newCoalescingConn(&bufferedConn{Conn: conn, r: brw.Reader}), &http2.ServeConnOpts{
 		Context:        reqinfo.Detach(r.Context()), // stream 1 keeps r's record; the others get theirs
 		BaseConfig:     u.base,
 		Handler:        u.next,

@@ -9,7 +9,7 @@ import (
 )
 
 // x/net's HTTP/2 server flushes its write buffer whenever it has no frame
-// queued, and every flush is a TLS record and a write system call. A proxied
+// queued, and every flush is a write system call (and over TLS a record). A proxied
 // response is two frames (HEADERS, then DATA), queued one after the other by
 // the stream's goroutine, so each response costs two flushes, and streams of
 // one connection that finish together are not sent together. Profiling
@@ -18,14 +18,14 @@ import (
 // coalescingConn takes the server's writes into a buffer and lets one
 // goroutine write what has gathered once the goroutines that are ready to run
 // have had their turn: the responses of all streams that finished in one
-// round of the scheduler go out in one TLS write. It adds no timer and no
+// round of the scheduler go out in one write. It adds no timer and no
 // wait when nothing else is runnable. Backpressure stays: a Write blocks
 // while a buffer of 32 KiB waits, so a client that stops reading stops the
 // server as before (and HTTP/2 flow control bounds what any stream sends).
 // A write error is returned by the next Write, which ends the connection as
 // it would have.
 type coalescingConn struct {
-	*tls.Conn // reads, addresses, deadlines and ConnectionState pass through
+	net.Conn // reads, addresses and deadlines pass through
 
 	writeMu sync.Mutex // a Write goes in whole, even when it must wait
 	mu      sync.Mutex
@@ -43,11 +43,25 @@ type coalescingConn struct {
 // GOAWAY, the end of a response) to be written.
 const closeFlushTimeout = time.Second
 
-func newCoalescingConn(c *tls.Conn) *coalescingConn {
+// newCoalescingConn wraps a connection the HTTP/2 server is to serve: TLS,
+// or cleartext (h2c).
+func newCoalescingConn(c net.Conn) net.Conn {
 	cc := &coalescingConn{Conn: c}
 	cc.drained.L = &cc.mu
+	if tc, ok := c.(*tls.Conn); ok {
+		return coalescingTLSConn{cc, tc}
+	}
 	return cc
 }
+
+// coalescingTLSConn shows the server the TLS state, which it checks and
+// gives requests.
+type coalescingTLSConn struct {
+	*coalescingConn
+	tls *tls.Conn
+}
+
+func (c coalescingTLSConn) ConnectionState() tls.ConnectionState { return c.tls.ConnectionState() }
 
 func (c *coalescingConn) Write(p []byte) (int, error) {
 	c.writeMu.Lock()
@@ -122,10 +136,10 @@ func (c *coalescingConn) Close() error {
 		c.err = net.ErrClosed
 	}
 	c.mu.Unlock()
-	if failed {
+	if tc, ok := c.Conn.(*tls.Conn); ok && failed {
 		// A TLS close would wait seconds more to send its alert where
 		// writing has already failed.
-		return c.Conn.NetConn().Close()
+		return tc.NetConn().Close()
 	}
 	return c.Conn.Close()
 }

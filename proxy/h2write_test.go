@@ -43,7 +43,7 @@ func (c *countingConn) Write(p []byte) (int, error) {
 
 // tlsPair returns a coalescingConn on the server side of a TLS connection
 // over a and b, and the client side, both past the handshake.
-func tlsPair(t *testing.T, a, b net.Conn) (*coalescingConn, *tls.Conn) {
+func tlsPair(t *testing.T, a, b net.Conn) (net.Conn, *tls.Conn) {
 	t.Helper()
 	ca := testcert.NewCA(t)
 	srv := tls.Server(a, &tls.Config{Certificates: []tls.Certificate{ca.Valid(t, "front.test").TLS}})
@@ -198,50 +198,60 @@ func TestCoalescingConnCloseGivesUpOnAStuckReader(t *testing.T) {
 }
 
 // HTTP/2 responses that are ready together leave in a few writes, where
-// x/net's server alone flushes at least once per response.
+// x/net's server alone flushes at least once per response: over TLS, and
+// over cleartext with prior knowledge.
 func TestHTTP2ResponsesReadyTogetherShareWrites(t *testing.T) {
-	const n = 64
-	var arrived sync.WaitGroup
-	arrived.Add(n)
-	release := make(chan struct{})
-	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/warm" {
-			arrived.Done()
-			select {
-			case <-release:
-			case <-time.After(ioTimeout):
+	for _, tlsOn := range []bool{true, false} {
+		t.Run(map[bool]string{true: "tls", false: "h2c"}[tlsOn], func(t *testing.T) {
+			const n = 64
+			var arrived sync.WaitGroup
+			arrived.Add(n)
+			release := make(chan struct{})
+			be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.URL.Path != "/warm" {
+					arrived.Done()
+					select {
+					case <-release:
+					case <-time.After(ioTimeout):
+					}
+				}
+				_, _ = io.WriteString(w, r.URL.Path)
+			}))
+			defer be.Close()
+			server := ""
+			if !tlsOn {
+				server = "h2c = true"
 			}
-		}
-		_, _ = io.WriteString(w, r.URL.Path)
-	}))
-	defer be.Close()
-	f := startFront(t, "", poolDoc(be.URL)+"max_idle_conns_per_backend = 128\n"+anyRoute, true)
-	client := f.h2Client()
-	if res, err := client.Get("https://front.test/warm"); err != nil {
-		t.Fatal(err)
-	} else {
-		res.Body.Close()
-	}
-	go func() { arrived.Wait(); close(release) }()
-	before := f.writes.Load()
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Go(func() {
-			res, err := client.Get(fmt.Sprintf("https://front.test/s%d", i))
-			if err != nil {
-				t.Error(err)
-				return
+			f := startFront(t, server, poolDoc(be.URL)+"max_idle_conns_per_backend = 128\n"+anyRoute, tlsOn)
+			client := f.h2Client()
+			scheme := map[bool]string{true: "https", false: "http"}[tlsOn]
+			if res, err := client.Get(scheme + "://front.test/warm"); err != nil {
+				t.Fatal(err)
+			} else {
+				res.Body.Close()
 			}
-			defer res.Body.Close()
-			if body, _ := io.ReadAll(res.Body); string(body) != fmt.Sprintf("/s%d", i) {
-				t.Errorf("stream %d: %q", i, body)
+			go func() { arrived.Wait(); close(release) }()
+			before := f.writes.Load()
+			var wg sync.WaitGroup
+			for i := range n {
+				wg.Go(func() {
+					res, err := client.Get(fmt.Sprintf("%s://front.test/s%d", scheme, i))
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					defer res.Body.Close()
+					if body, _ := io.ReadAll(res.Body); res.ProtoMajor != 2 || string(body) != fmt.Sprintf("/s%d", i) {
+						t.Errorf("stream %d: %s %q", i, res.Proto, body)
+					}
+				})
+			}
+			wg.Wait()
+			writes := f.writes.Load() - before
+			t.Logf("%d responses in %d writes", n, writes)
+			if writes >= n {
+				t.Errorf("%d responses ready together took %d writes to the client, want fewer than %d", n, writes, n)
 			}
 		})
-	}
-	wg.Wait()
-	writes := f.writes.Load() - before
-	t.Logf("%d responses in %d writes", n, writes)
-	if writes >= n {
-		t.Errorf("%d responses ready together took %d writes to the client, want fewer than %d", n, writes, n)
 	}
 }

@@ -28,12 +28,25 @@ func NewServer(sc *config.Server, h http.Handler, log *slog.Logger) (*http.Serve
 	srv.Protocols.SetUnencryptedHTTP2(true)
 	h2s := http2Server(&sc.HTTP2)
 	srv.Handler = &h2cUpgrade{next: h, h2: h2s, base: srv}
-	err := http2.ConfigureServer(srv, h2s)
+	if err := http2.ConfigureServer(srv, h2s); err != nil {
+		return nil, err
+	}
 	// ConfigureServer gives every server a TLSConfig, which would have the
 	// listener take this plain one for HTTPS (Generation).
 	srv.TLSConfig = nil
-	return srv, err
+	// Prior knowledge: package h1 hands the connection over inside a
+	// *tls.Conn that does no TLS, as net/http does.
+	srv.TLSNextProto[nextProtoUnencryptedHTTP2] = func(hs *http.Server, c *tls.Conn, h http.Handler) {
+		nc := c.NetConn()
+		if u, ok := nc.(interface{ UnencryptedNetConn() net.Conn }); ok {
+			nc = u.UnencryptedNetConn()
+		}
+		h2s.ServeConn(newCoalescingConn(nc), &http2.ServeConnOpts{Handler: h, BaseConfig: hs, SawClientPreface: true})
+	}
+	return srv, nil
 }
+
+const nextProtoUnencryptedHTTP2 = "unencrypted_http2" // net/http's TLSNextProto key
 
 // NewTLSServer returns the HTTPS server for h: HTTP/1.1 and HTTP/2 by ALPN,
 // with the limits of NewServer and [server.http2]. tc supplies the

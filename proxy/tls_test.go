@@ -73,11 +73,16 @@ func startFront(t *testing.T, server, doc string, tlsOn bool) *front {
 	return f
 }
 
-// h2Client speaks HTTP/2 only, to the front whatever the URL's host.
+// h2Client speaks HTTP/2 only, to the front whatever the URL's host: over
+// TLS, or with prior knowledge to a cleartext front.
 func (f *front) h2Client() *http.Client {
 	return &http.Client{Timeout: 20 * time.Second, Transport: &http2.Transport{
+		AllowHTTP:       f.roots == nil,
 		TLSClientConfig: &tls.Config{RootCAs: f.roots, ServerName: "front.test"},
 		DialTLSContext: func(_ context.Context, network, _ string, cfg *tls.Config) (net.Conn, error) {
+			if f.roots == nil {
+				return net.Dial(network, f.addr)
+			}
 			return tls.Dial(network, f.addr, cfg)
 		},
 	}}
