@@ -255,3 +255,44 @@ func TestHTTP2ResponsesReadyTogetherShareWrites(t *testing.T) {
 		})
 	}
 }
+
+// Coalescing holds nothing back: what a streamed response flushes reaches
+// an HTTP/2 client while the stream stays open.
+func TestHTTP2StreamedResponseIsNotHeldBack(t *testing.T) {
+	for _, tlsOn := range []bool{true, false} {
+		t.Run(map[bool]string{true: "tls", false: "h2c"}[tlsOn], func(t *testing.T) {
+			release := make(chan struct{})
+			be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "text/event-stream")
+				_, _ = io.WriteString(w, "data: first\n\n")
+				w.(http.Flusher).Flush()
+				select {
+				case <-release:
+				case <-time.After(ioTimeout):
+				}
+				_, _ = io.WriteString(w, "data: last\n\n")
+			}))
+			defer be.Close()
+			defer close(release)
+			server := ""
+			if !tlsOn {
+				server = "h2c = true"
+			}
+			f := startFront(t, server, poolDoc(be.URL)+anyRoute, tlsOn)
+			scheme := map[bool]string{true: "https", false: "http"}[tlsOn]
+			res, err := f.h2Client().Get(scheme + "://front.test/events")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer res.Body.Close()
+			start := time.Now()
+			buf := make([]byte, len("data: first\n\n"))
+			if _, err := io.ReadFull(res.Body, buf); err != nil || string(buf) != "data: first\n\n" {
+				t.Fatalf("first event: %q, %v", buf, err)
+			}
+			if d := time.Since(start); d > ioTimeout/2 {
+				t.Errorf("the first event took %v, held until the stream's end", d)
+			}
+		})
+	}
+}
