@@ -231,7 +231,7 @@ func appendCLFTime(b []byte, t time.Time) []byte { return clfSeconds.append(b, t
 // share for a second: the calendar computation costs more than the rest of
 // a line's numbers.
 type secondCache struct {
-	format func(b []byte, t time.Time) []byte
+	format func(b []byte, y int, mo time.Month, d, h, mi, s int) []byte
 	last   atomic.Pointer[cachedSecond]
 }
 
@@ -244,7 +244,10 @@ func (c *secondCache) append(b []byte, t time.Time) []byte {
 	unix := t.Unix()
 	s := c.last.Load()
 	if s == nil || s.unix != unix {
-		s = &cachedSecond{unix: unix, text: c.format(nil, t)}
+		t = t.UTC()
+		y, mo, d := t.Date()
+		h, mi, sec := t.Clock()
+		s = &cachedSecond{unix: unix, text: c.format(nil, y, mo, d, h, mi, sec)}
 		c.last.Store(s)
 	}
 	return append(b, s.text...)
@@ -253,40 +256,35 @@ func (c *secondCache) append(b []byte, t time.Time) []byte {
 var months = [...]string{"Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"}
 
 var (
-	isoSeconds = secondCache{format: func(b []byte, t time.Time) []byte {
-		t = t.UTC()
-		y, mo, d := t.Date()
-		h, mi, s := t.Clock()
+	isoSeconds = secondCache{format: func(b []byte, y int, mo time.Month, d, h, mi, s int) []byte {
 		b = appendInt(b, y, 4)
 		b = append(b, '-')
 		b = appendInt(b, int(mo), 2)
 		b = append(b, '-')
 		b = appendInt(b, d, 2)
 		b = append(b, 'T')
-		b = appendInt(b, h, 2)
-		b = append(b, ':')
-		b = appendInt(b, mi, 2)
-		b = append(b, ':')
-		return appendInt(b, s, 2)
+		return appendClock(b, h, mi, s)
 	}}
-	clfSeconds = secondCache{format: func(b []byte, t time.Time) []byte {
-		t = t.UTC()
-		y, mo, d := t.Date()
-		h, mi, s := t.Clock()
+	clfSeconds = secondCache{format: func(b []byte, y int, mo time.Month, d, h, mi, s int) []byte {
 		b = appendInt(b, d, 2)
 		b = append(b, '/')
 		b = append(b, months[mo-1]...)
 		b = append(b, '/')
 		b = appendInt(b, y, 4)
 		b = append(b, ':')
-		b = appendInt(b, h, 2)
-		b = append(b, ':')
-		b = appendInt(b, mi, 2)
-		b = append(b, ':')
-		b = appendInt(b, s, 2)
+		b = appendClock(b, h, mi, s)
 		return append(b, " +0000"...)
 	}}
 )
+
+// appendClock writes 15:04:05.
+func appendClock(b []byte, h, mi, s int) []byte {
+	b = appendInt(b, h, 2)
+	b = append(b, ':')
+	b = appendInt(b, mi, 2)
+	b = append(b, ':')
+	return appendInt(b, s, 2)
+}
 
 // appendInt writes n with at least width digits.
 func appendInt(b []byte, n, width int) []byte {

@@ -204,25 +204,12 @@ func TestHTTP2ResponsesReadyTogetherShareWrites(t *testing.T) {
 	for _, tlsOn := range []bool{true, false} {
 		t.Run(map[bool]string{true: "tls", false: "h2c"}[tlsOn], func(t *testing.T) {
 			const n = 64
-			var arrived sync.WaitGroup
-			arrived.Add(n)
-			release := make(chan struct{})
-			be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				if r.URL.Path != "/warm" {
-					arrived.Done()
-					select {
-					case <-release:
-					case <-time.After(ioTimeout):
-					}
-				}
-				_, _ = io.WriteString(w, r.URL.Path)
-			}))
-			defer be.Close()
+			beURL := startBarrierBackend(t, n)
 			server := ""
 			if !tlsOn {
 				server = "h2c = true"
 			}
-			f := startFront(t, server, poolDoc(be.URL)+"max_idle_conns_per_backend = 128\n"+anyRoute, tlsOn)
+			f := startFront(t, server, poolDoc(beURL)+"max_idle_conns_per_backend = 128\n"+anyRoute, tlsOn)
 			client := f.h2Client()
 			scheme := map[bool]string{true: "https", false: "http"}[tlsOn]
 			if res, err := client.Get(scheme + "://front.test/warm"); err != nil {
@@ -230,7 +217,6 @@ func TestHTTP2ResponsesReadyTogetherShareWrites(t *testing.T) {
 			} else {
 				res.Body.Close()
 			}
-			go func() { arrived.Wait(); close(release) }()
 			before := f.writes.Load()
 			var wg sync.WaitGroup
 			for i := range n {

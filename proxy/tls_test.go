@@ -98,25 +98,34 @@ func poolDoc(urls ...string) string {
 
 const anyRoute = "[[routes]]\npool = \"app\"\n"
 
-func TestHTTP2HundredConcurrentStreamsShareOneConnection(t *testing.T) {
-	const n = 100
+// startBarrierBackend answers with the request's path once n requests to
+// paths other than /warm are in: they are all in flight together. A
+// request that never arrives fails the test instead of hanging it.
+func startBarrierBackend(t *testing.T, n int) string {
+	t.Helper()
 	var arrived sync.WaitGroup
 	arrived.Add(n)
 	release := make(chan struct{})
 	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		arrived.Done()
-		// Every stream stays open until all n are in flight; a stream that
-		// never arrives fails the test instead of hanging it.
-		select {
-		case <-release:
-		case <-time.After(ioTimeout):
+		if r.URL.Path != "/warm" {
+			arrived.Done()
+			select {
+			case <-release:
+			case <-time.After(ioTimeout):
+			}
 		}
 		_, _ = io.WriteString(w, r.URL.Path)
 	}))
-	defer be.Close()
+	t.Cleanup(be.Close)
 	go func() { arrived.Wait(); close(release) }()
+	return be.URL
+}
 
-	f := startFront(t, "", poolDoc(be.URL)+"max_idle_conns_per_backend = 128\n"+anyRoute, true)
+func TestHTTP2HundredConcurrentStreamsShareOneConnection(t *testing.T) {
+	const n = 100
+	beURL := startBarrierBackend(t, n)
+
+	f := startFront(t, "", poolDoc(beURL)+"max_idle_conns_per_backend = 128\n"+anyRoute, true)
 	client := f.h2Client()
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
