@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"time"
 
 	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http2"
@@ -20,9 +21,10 @@ import (
 // needs. Only requests without a body are upgraded, as curl sends them; any
 // other request is served as HTTP/1.1, as the RFC allows.
 type h2cUpgrade struct {
-	next http.Handler
-	h2   *http2.Server
-	base *http.Server
+	next        http.Handler
+	h2          *http2.Server
+	base        *http.Server
+	sendTimeout time.Duration
 }
 
 func (u *h2cUpgrade) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -48,7 +50,7 @@ func (u *h2cUpgrade) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	r.Header.Del("Upgrade")
 	r.Header.Del("Http2-Settings")
 	r.Header.Del("Connection")
-	u.h2.ServeConn(newCoalescingConn(&bufferedConn{Conn: conn, r: brw.Reader}), &http2.ServeConnOpts{
+	u.h2.ServeConn(newCoalescingConn(&bufferedConn{Conn: conn, r: brw.Reader}, u.sendTimeout), &http2.ServeConnOpts{
 		Context:        reqinfo.Detach(r.Context()), // stream 1 keeps r's record; the others get theirs
 		BaseConfig:     u.base,
 		Handler:        u.next,
@@ -77,3 +79,6 @@ type bufferedConn struct {
 }
 
 func (c *bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// NetConn lets a closing HTTP/2 connection half-close the socket (h2write.go).
+func (c *bufferedConn) NetConn() net.Conn { return c.Conn }

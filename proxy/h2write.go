@@ -36,17 +36,24 @@ type coalescingConn struct {
 	pend, spare *[32 << 10]byte
 	n           int
 	writing     bool  // a writer goroutine is running
+	closing     bool  // Close waits for the writer
 	err         error // the first write error, or net.ErrClosed
+	// closeTimeout bounds each write once Close waits: what the server
+	// took as written gets as long to reach a client that pauses as a
+	// socket's close gives the kernel, but not forever.
+	closeTimeout time.Duration
 }
 
-// closeFlushTimeout bounds how long Close waits for the last frames (a
-// GOAWAY, the end of a response) to be written.
-const closeFlushTimeout = time.Second
+// defaultCloseTimeout applies when send_timeout is off.
+const defaultCloseTimeout = time.Minute
 
 // newCoalescingConn wraps a connection the HTTP/2 server is to serve: TLS,
-// or cleartext (h2c).
-func newCoalescingConn(c net.Conn) net.Conn {
-	cc := &coalescingConn{Conn: c}
+// or cleartext (h2c). sendTimeout is the server's send_timeout.
+func newCoalescingConn(c net.Conn, sendTimeout time.Duration) net.Conn {
+	if sendTimeout <= 0 {
+		sendTimeout = defaultCloseTimeout
+	}
+	cc := &coalescingConn{Conn: c, closeTimeout: sendTimeout}
 	cc.drained.L = &cc.mu
 	if tc, ok := c.(*tls.Conn); ok {
 		return coalescingTLSConn{cc, tc}
@@ -101,6 +108,9 @@ func (c *coalescingConn) writeOut() {
 		buf, n := c.pend, c.n
 		c.pend, c.spare, c.n = c.spare, nil, 0
 		c.drained.Broadcast()
+		if c.closing {
+			_ = c.Conn.SetWriteDeadline(time.Now().Add(c.closeTimeout))
+		}
 		c.mu.Unlock()
 		_, err := c.Conn.Write(buf[:n])
 		c.mu.Lock()
@@ -122,11 +132,13 @@ func (c *coalescingConn) writeOut() {
 }
 
 // Close writes what is pending first, as the server expects of a write that
-// returned: it is often a GOAWAY or a response's last frame.
+// returned: it is often a GOAWAY or a response's last frame. A client that
+// takes nothing for closeTimeout loses it.
 func (c *coalescingConn) Close() error {
 	c.mu.Lock()
 	if c.writing && c.err == nil {
-		_ = c.Conn.SetWriteDeadline(time.Now().Add(closeFlushTimeout))
+		c.closing = true
+		_ = c.Conn.SetWriteDeadline(time.Now().Add(c.closeTimeout)) // for the write under way
 		for c.writing {
 			c.drained.Wait()
 		}
@@ -141,5 +153,41 @@ func (c *coalescingConn) Close() error {
 		// writing has already failed.
 		return tc.NetConn().Close()
 	}
+	if !failed {
+		c.linger()
+	}
 	return c.Conn.Close()
+}
+
+// lingerTimeout bounds how long a closing connection waits for the client
+// to close its side, as nginx's lingering_timeout.
+const lingerTimeout = 5 * time.Second
+
+// linger half-closes the connection and reads what the client still sends
+// until it closes its side: closing a socket with unread bytes has the
+// kernel reset the connection and drop what it had not yet delivered, such
+// as the end of a response a paused client has yet to read.
+func (c *coalescingConn) linger() {
+	nc := c.Conn
+	for {
+		if cw, ok := nc.(interface{ CloseWrite() error }); ok {
+			if cw.CloseWrite() != nil {
+				return
+			}
+			break
+		}
+		u, ok := nc.(interface{ NetConn() net.Conn })
+		if !ok {
+			return
+		}
+		nc = u.NetConn()
+	}
+	_ = c.Conn.SetReadDeadline(time.Now().Add(lingerTimeout))
+	buf := copyBuffers.get()
+	defer copyBuffers.put(buf)
+	for {
+		if _, err := c.Conn.Read(buf[:]); err != nil {
+			return
+		}
+	}
 }

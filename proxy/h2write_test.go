@@ -41,9 +41,10 @@ func (c *countingConn) Write(p []byte) (int, error) {
 	return c.Conn.Write(p)
 }
 
-// tlsPair returns a coalescingConn on the server side of a TLS connection
-// over a and b, and the client side, both past the handshake.
-func tlsPair(t *testing.T, a, b net.Conn) (net.Conn, *tls.Conn) {
+// tlsPair returns a coalescingConn (with closeTimeout) on the server side
+// of a TLS connection over a and b, and the client side, both past the
+// handshake.
+func tlsPair(t *testing.T, a, b net.Conn, closeTimeout time.Duration) (net.Conn, *tls.Conn) {
 	t.Helper()
 	ca := testcert.NewCA(t)
 	srv := tls.Server(a, &tls.Config{Certificates: []tls.Certificate{ca.Valid(t, "front.test").TLS}})
@@ -59,7 +60,7 @@ func tlsPair(t *testing.T, a, b net.Conn) (net.Conn, *tls.Conn) {
 	// Closing the sockets, not the TLS connections: a TLS close waits to
 	// send its alert to a peer that may not read.
 	t.Cleanup(func() { _ = a.Close(); _ = b.Close() })
-	return newCoalescingConn(srv), cl
+	return newCoalescingConn(srv, closeTimeout), cl
 }
 
 func loopbackPair(t *testing.T) (net.Conn, net.Conn) {
@@ -84,7 +85,7 @@ func loopbackPair(t *testing.T) (net.Conn, net.Conn) {
 
 func TestCoalescingConnKeepsEachWriteWholeAndInOrder(t *testing.T) {
 	a, b := loopbackPair(t)
-	srv, cl := tlsPair(t, a, b)
+	srv, cl := tlsPair(t, a, b, time.Minute)
 	const writers, lines = 8, 500
 	var wg sync.WaitGroup
 	for g := range writers {
@@ -103,6 +104,7 @@ func TestCoalescingConnKeepsEachWriteWholeAndInOrder(t *testing.T) {
 	got := make(chan []byte, 1)
 	go func() {
 		all, _ := io.ReadAll(cl)
+		_ = cl.Close() // as an HTTP/2 client does at the end: Close lingers until then
 		got <- all
 	}()
 	wg.Wait()
@@ -133,7 +135,7 @@ func TestCoalescingConnBoundsWhatWaitsForASlowReader(t *testing.T) {
 	// net.Pipe has no kernel buffer: what the reader has not taken is held
 	// by the writer.
 	a, b := net.Pipe()
-	srv, cl := tlsPair(t, a, b)
+	srv, cl := tlsPair(t, a, b, time.Minute)
 	const total = 1 << 20
 	var accepted atomic.Int64
 	wrote := make(chan error, 1)
@@ -165,7 +167,7 @@ func TestCoalescingConnBoundsWhatWaitsForASlowReader(t *testing.T) {
 
 func TestCoalescingConnReportsAFailedWrite(t *testing.T) {
 	a, b := loopbackPair(t)
-	srv, cl := tlsPair(t, a, b)
+	srv, cl := tlsPair(t, a, b, time.Minute)
 	_ = cl.Close()
 	_ = b.Close()
 	deadline := time.Now().Add(ioTimeout)
@@ -182,18 +184,47 @@ func TestCoalescingConnReportsAFailedWrite(t *testing.T) {
 }
 
 func TestCoalescingConnCloseGivesUpOnAStuckReader(t *testing.T) {
+	const closeTimeout = 300 * time.Millisecond
 	a, b := net.Pipe()
-	srv, _ := tlsPair(t, a, b)
+	srv, _ := tlsPair(t, a, b, closeTimeout)
 	if _, err := srv.Write(make([]byte, 1000)); err != nil {
 		t.Fatal(err)
 	}
 	start := time.Now()
 	_ = srv.Close()
-	if d := time.Since(start); d > closeFlushTimeout+time.Second {
-		t.Errorf("Close took %v with a peer that reads nothing, want about %v", d, closeFlushTimeout)
+	if d := time.Since(start); d > closeTimeout+time.Second {
+		t.Errorf("Close took %v with a peer that reads nothing, want about %v", d, closeTimeout)
 	}
 	if _, err := srv.Write([]byte("x")); err == nil {
 		t.Error("Write after Close succeeded")
+	}
+}
+
+// What Write took reaches a peer that pauses longer than a second before
+// reading, as a socket's close leaves it to the kernel to deliver.
+func TestCoalescingConnCloseWaitsForAPausedPeer(t *testing.T) {
+	a, b := loopbackPair(t)
+	defer a.Close()
+	defer b.Close()
+	_ = a.(*net.TCPConn).SetWriteBuffer(4096)
+	_ = b.(*net.TCPConn).SetReadBuffer(4096)
+	w := newCoalescingConn(a, time.Minute)
+	// About 64 KiB fit in the kernel's buffers here; the rest waits in
+	// coalescingConn's.
+	const size = 120 << 10
+	got := make(chan int, 1)
+	go func() {
+		time.Sleep(2500 * time.Millisecond)
+		n, _ := io.Copy(io.Discard, b)
+		_ = b.Close()
+		got <- int(n)
+	}()
+	if _, err := w.Write(make([]byte, size)); err != nil {
+		t.Fatal(err)
+	}
+	_ = w.Close()
+	if n := <-got; n != size {
+		t.Errorf("peer got %d of the %d bytes Write accepted before Close", n, size)
 	}
 }
 

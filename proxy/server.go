@@ -27,7 +27,7 @@ func NewServer(sc *config.Server, h http.Handler, log *slog.Logger) (*http.Serve
 	srv.Protocols.SetHTTP1(true)
 	srv.Protocols.SetUnencryptedHTTP2(true)
 	h2s := http2Server(&sc.HTTP2)
-	srv.Handler = &h2cUpgrade{next: h, h2: h2s, base: srv}
+	srv.Handler = &h2cUpgrade{next: h, h2: h2s, base: srv, sendTimeout: sc.SendTimeout.Duration}
 	if err := http2.ConfigureServer(srv, h2s); err != nil {
 		return nil, err
 	}
@@ -41,7 +41,7 @@ func NewServer(sc *config.Server, h http.Handler, log *slog.Logger) (*http.Serve
 		if u, ok := nc.(interface{ UnencryptedNetConn() net.Conn }); ok {
 			nc = u.UnencryptedNetConn()
 		}
-		h2s.ServeConn(newCoalescingConn(nc), &http2.ServeConnOpts{Handler: h, BaseConfig: hs, SawClientPreface: true})
+		h2s.ServeConn(newCoalescingConn(nc, sc.SendTimeout.Duration), &http2.ServeConnOpts{Handler: h, BaseConfig: hs, SawClientPreface: true})
 	}
 	return srv, nil
 }
@@ -61,7 +61,7 @@ func NewTLSServer(sc *config.Server, h http.Handler, tc *tls.Config, log *slog.L
 	// As ConfigureServer's own hand-over, with the connection's writes
 	// coalesced (h2write.go).
 	srv.TLSNextProto[http2.NextProtoTLS] = func(hs *http.Server, c *tls.Conn, h http.Handler) {
-		h2s.ServeConn(newCoalescingConn(c), &http2.ServeConnOpts{Handler: h, BaseConfig: hs})
+		h2s.ServeConn(newCoalescingConn(c, sc.SendTimeout.Duration), &http2.ServeConnOpts{Handler: h, BaseConfig: hs})
 	}
 	return srv, nil
 }
