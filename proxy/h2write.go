@@ -23,7 +23,10 @@ import (
 // while a buffer of 32 KiB waits, so a client that stops reading stops the
 // server as before (and HTTP/2 flow control bounds what any stream sends).
 // A write error is returned by the next Write, which ends the connection as
-// it would have.
+// it would have, but no longer to the stream whose frames were lost: as
+// with a socket, whose writes end in the kernel's buffer. A stalled client
+// holds up to 64 KiB here (x/net's own buffer is 4 KiB). x/net's
+// WriteByteTimeout, which Portico does not set, would time only the copy.
 type coalescingConn struct {
 	net.Conn // reads, addresses and deadlines pass through
 
@@ -43,6 +46,9 @@ type coalescingConn struct {
 	// socket's close gives the kernel, but not forever.
 	closeTimeout time.Duration
 }
+
+// NetConn is the connection underneath, for hooks that look for it.
+func (c *coalescingConn) NetConn() net.Conn { return c.Conn }
 
 // defaultCloseTimeout applies when send_timeout is off.
 const defaultCloseTimeout = time.Minute

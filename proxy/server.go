@@ -37,11 +37,12 @@ func NewServer(sc *config.Server, h http.Handler, log *slog.Logger) (*http.Serve
 	// Prior knowledge: package h1 hands the connection over inside a
 	// *tls.Conn that does no TLS, as net/http does.
 	srv.TLSNextProto[nextProtoUnencryptedHTTP2] = func(hs *http.Server, c *tls.Conn, h http.Handler) {
-		nc := c.NetConn()
-		if u, ok := nc.(interface{ UnencryptedNetConn() net.Conn }); ok {
-			nc = u.UnencryptedNetConn()
+		u, ok := c.NetConn().(interface{ UnencryptedNetConn() net.Conn })
+		if !ok { // a real TLS connection: never offered this protocol
+			_ = c.Close()
+			return
 		}
-		h2s.ServeConn(newCoalescingConn(nc, sc.SendTimeout.Duration), &http2.ServeConnOpts{Handler: h, BaseConfig: hs, SawClientPreface: true})
+		h2s.ServeConn(newCoalescingConn(u.UnencryptedNetConn(), sc.SendTimeout.Duration), &http2.ServeConnOpts{Handler: h, BaseConfig: hs, SawClientPreface: true})
 	}
 	return srv, nil
 }
