@@ -66,8 +66,8 @@ func (c *ConnLimit) admit(conn net.Conn) net.Conn {
 	}
 	c.mu.Unlock()
 	if overTotal || overPerIP {
+		c.refused(ip, overPerIP) // counted before the client can see the close
 		_ = conn.Close()
-		c.refused(ip, overPerIP)
 		return nil
 	}
 	return &limitConn{Conn: conn, c: c, ip: ip}
