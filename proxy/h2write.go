@@ -25,8 +25,7 @@ import (
 // A write error is returned by the next Write, which ends the connection as
 // it would have, but no longer to the stream whose frames were lost: as
 // with a socket, whose writes end in the kernel's buffer. A stalled client
-// holds up to 64 KiB here (x/net's own buffer is 4 KiB). x/net's
-// WriteByteTimeout, which Portico does not set, would time only the copy.
+// holds up to 64 KiB here (x/net's own buffer is 4 KiB).
 type coalescingConn struct {
 	net.Conn // reads, addresses and deadlines pass through
 
@@ -46,6 +45,15 @@ type coalescingConn struct {
 	// socket's close gives the kernel, but not forever.
 	closeTimeout time.Duration
 }
+
+// SetWriteDeadline is ignored: a Write returns once its bytes are
+// buffered, so a deadline would time nothing, and it could undo the one
+// Close sets for the writer. (x/net sets one only with WriteByteTimeout or
+// http.Server's WriteTimeout, which Portico leaves unset.)
+func (c *coalescingConn) SetWriteDeadline(time.Time) error { return nil }
+
+// SetDeadline sets the read deadline only, as SetWriteDeadline is ignored.
+func (c *coalescingConn) SetDeadline(t time.Time) error { return c.Conn.SetReadDeadline(t) }
 
 // NetConn is the connection underneath, for hooks that look for it.
 func (c *coalescingConn) NetConn() net.Conn { return c.Conn }

@@ -183,6 +183,30 @@ func TestCoalescingConnReportsAFailedWrite(t *testing.T) {
 	}
 }
 
+// A write deadline set on the connection does not cut the writer short:
+// the bytes a Write took still arrive.
+func TestCoalescingConnIgnoresWriteDeadlines(t *testing.T) {
+	a, b := loopbackPair(t)
+	defer b.Close()
+	w := newCoalescingConn(a, time.Minute)
+	_ = w.SetWriteDeadline(time.Now().Add(-time.Second))
+	_ = w.SetDeadline(time.Now().Add(-time.Second))
+	if _, err := w.Write([]byte("still delivered")); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond) // the writer has written, before Close sets its own deadline
+	got := make(chan string, 1)
+	go func() {
+		all, _ := io.ReadAll(b)
+		_ = b.Close()
+		got <- string(all)
+	}()
+	_ = w.Close()
+	if s := <-got; s != "still delivered" {
+		t.Errorf("peer got %q", s)
+	}
+}
+
 func TestCoalescingConnCloseGivesUpOnAStuckReader(t *testing.T) {
 	const closeTimeout = 300 * time.Millisecond
 	a, b := net.Pipe()
