@@ -80,5 +80,5 @@ type bufferedConn struct {
 
 func (c *bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 
-// NetConn lets a closing HTTP/2 connection half-close the socket (h2write.go).
+// NetConn lets a closing HTTP/2 connection half-close the socket (h1.LingerClose).
 func (c *bufferedConn) NetConn() net.Conn { return c.Conn }

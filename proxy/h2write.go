@@ -6,6 +6,9 @@ import (
 	"runtime"
 	"sync"
 	"time"
+
+	"github.com/portico/portico/config"
+	"github.com/portico/portico/proxy/h1"
 )
 
 // x/net's HTTP/2 server flushes its write buffer whenever it has no frame
@@ -58,14 +61,11 @@ func (c *coalescingConn) SetDeadline(t time.Time) error { return c.Conn.SetReadD
 // NetConn is the connection underneath, for hooks that look for it.
 func (c *coalescingConn) NetConn() net.Conn { return c.Conn }
 
-// defaultCloseTimeout applies when send_timeout is off.
-const defaultCloseTimeout = time.Minute
-
 // newCoalescingConn wraps a connection the HTTP/2 server is to serve: TLS,
 // or cleartext (h2c). sendTimeout is the server's send_timeout.
 func newCoalescingConn(c net.Conn, sendTimeout time.Duration) net.Conn {
 	if sendTimeout <= 0 {
-		sendTimeout = defaultCloseTimeout
+		sendTimeout = config.DefaultSendTimeout // send_timeout is off: its default still bounds a close
 	}
 	cc := &coalescingConn{Conn: c, closeTimeout: sendTimeout}
 	cc.drained.L = &cc.mu
@@ -133,13 +133,13 @@ func (c *coalescingConn) writeOut() {
 			c.err = err
 		}
 	}
-	for _, b := range []**[32 << 10]byte{&c.pend, &c.spare} {
-		if *b != nil {
-			copyBuffers.put(*b)
-			*b = nil
-		}
+	if c.pend != nil {
+		copyBuffers.put(c.pend)
 	}
-	c.n = 0
+	if c.spare != nil {
+		copyBuffers.put(c.spare)
+	}
+	c.pend, c.spare, c.n = nil, nil, 0
 	c.writing = false
 	c.drained.Broadcast()
 	c.mu.Unlock()
@@ -168,40 +168,15 @@ func (c *coalescingConn) Close() error {
 		return tc.NetConn().Close()
 	}
 	if !failed {
-		c.linger()
+		// The client may not have read the end of a response yet.
+		buf := copyBuffers.get()
+		h1.LingerClose(c.Conn, buf[:], lingerTimeout)
+		copyBuffers.put(buf)
 	}
 	return c.Conn.Close()
 }
 
 // lingerTimeout bounds how long a closing connection waits for the client
-// to close its side, as nginx's lingering_timeout.
+// to close its side, as nginx's lingering_timeout: a client paused while
+// its connection closes has that long to read on.
 const lingerTimeout = 5 * time.Second
-
-// linger half-closes the connection and reads what the client still sends
-// until it closes its side: closing a socket with unread bytes has the
-// kernel reset the connection and drop what it had not yet delivered, such
-// as the end of a response a paused client has yet to read.
-func (c *coalescingConn) linger() {
-	nc := c.Conn
-	for {
-		if cw, ok := nc.(interface{ CloseWrite() error }); ok {
-			if cw.CloseWrite() != nil {
-				return
-			}
-			break
-		}
-		u, ok := nc.(interface{ NetConn() net.Conn })
-		if !ok {
-			return
-		}
-		nc = u.NetConn()
-	}
-	_ = c.Conn.SetReadDeadline(time.Now().Add(lingerTimeout))
-	buf := copyBuffers.get()
-	defer copyBuffers.put(buf)
-	for {
-		if _, err := c.Conn.Read(buf[:]); err != nil {
-			return
-		}
-	}
-}

@@ -253,8 +253,9 @@ type wrappers struct {
 }
 
 // serve answers the request through wr.rec, and wr.dw when send_timeout
-// applies, setting *stats to the series it is recorded in once it is routed: requests refused before routing count as
-// unrouted. body is r's body as ServeHTTP wrapped it, nil without one.
+// applies, setting *stats to the series it is recorded in once it is
+// routed: requests refused before routing count as unrouted. body is r's
+// body as ServeHTTP wrapped it, nil without one.
 func (s *Snapshot) serve(wr *wrappers, d deadliner, r *http.Request, info *reqinfo.Info, body *clientBody, stats **metrics.Route) {
 	var w http.ResponseWriter = &wr.rec
 	if status := s.overLimit(r); status != 0 {

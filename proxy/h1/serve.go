@@ -166,7 +166,7 @@ func (c *serverConn) end() {
 		return
 	}
 	if c.linger {
-		c.lingerClose()
+		LingerClose(c.nc, c.conn.buf, lingerTimeout)
 	}
 	_ = c.nc.Close()
 	c.srv.connState(c.nc, http.StateClosed)
@@ -184,23 +184,33 @@ func (c *serverConn) sendError(status int) {
 	c.linger = true
 }
 
-// lingerClose reads and drops what the client still sends, for a moment,
-// before the connection closes: closed with unread bytes, the socket would
-// be reset, and a reset can destroy the response before the client reads
-// it. A half-close, where the connection offers one, tells the client
-// that nothing follows.
+// LingerClose reads and drops what the client still sends on nc, until
+// it closes its side or timeout passes, before the caller closes nc:
+// closed with unread bytes, a socket is reset, and a reset can destroy a
+// response the client has not read yet. A half-close, where nc or a
+// connection it wraps (NetConn) offers one, tells the client that nothing
+// follows.
 //
 // A client that goes on sending (a large upload the backend refused) is
 // read for up to maxDiscard bytes, then left to fill the socket buffers
 // until the time is up, as net/http does, rather than read at its own pace.
-func (c *serverConn) lingerClose() {
-	if cw, ok := c.nc.(interface{ CloseWrite() error }); ok {
-		_ = cw.CloseWrite()
+// buf is scratch space for the reads.
+func LingerClose(nc net.Conn, buf []byte, timeout time.Duration) {
+	for c := nc; ; {
+		if cw, ok := c.(interface{ CloseWrite() error }); ok {
+			_ = cw.CloseWrite()
+			break
+		}
+		u, ok := c.(interface{ NetConn() net.Conn })
+		if !ok {
+			break
+		}
+		c = u.NetConn()
 	}
-	until := time.Now().Add(lingerTimeout)
-	_ = c.nc.SetReadDeadline(until)
+	until := time.Now().Add(timeout)
+	_ = nc.SetReadDeadline(until)
 	for n := 0; n < maxDiscard; {
-		m, err := c.nc.Read(c.conn.buf)
+		m, err := nc.Read(buf)
 		if err != nil {
 			return
 		}
@@ -209,6 +219,8 @@ func (c *serverConn) lingerClose() {
 	time.Sleep(time.Until(until))
 }
 
+// lingerTimeout is how long a connection that ends after an error response
+// lingers: as net/http's.
 const lingerTimeout = 500 * time.Millisecond
 
 // headErrorStatus is the status a failed head gets, or 0 when the
