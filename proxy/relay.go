@@ -53,8 +53,8 @@ func relay1xx(w http.ResponseWriter, status int, fields []h1.Field) {
 //
 // What has arrived of an HTTP/1.1 backend's body goes out straight from the
 // connection's buffer (a small response never touches a copy buffer); the
-// rest, and other bodies, through a pooled buffer that reads of a large
-// body fill directly from the socket.
+// rest, and other bodies, through a pooled buffer (copyBuf) that reads of
+// a large body fill directly from the socket.
 func respond(w http.ResponseWriter, status int, body io.Reader, stream, trailers bool) error {
 	w.WriteHeader(status)
 	src, ok := body.(bodySource)
@@ -70,22 +70,17 @@ func respond(w http.ResponseWriter, status int, body io.Reader, stream, trailers
 			}
 		}
 	}
-	var buf *[32 << 10]byte
-	defer func() {
-		if buf != nil {
-			copyBuffers.put(buf)
-		}
-	}()
+	var buf copyBuf
+	defer buf.release()
+	full := false
 	for {
 		p, err := src.Peek()
 		peeked := len(p) > 0
 		if !peeked && err == nil {
-			if buf == nil {
-				buf = copyBuffers.get()
-			}
+			b := buf.next(full)
 			var n int
-			n, err = src.Read(buf[:])
-			p = buf[:n]
+			n, err = src.Read(b)
+			p, full = b[:n], n == len(b)
 		}
 		if len(p) > 0 {
 			if _, werr := w.Write(p); werr != nil {
