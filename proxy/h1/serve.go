@@ -35,14 +35,15 @@ type serverConn struct {
 
 	// The background read waits for the client while a handler runs, so
 	// that a client that leaves cancels its request (r.Context()), and
-	// then serves as the wait for the next request. It runs only when the
-	// request's body is read and nothing is buffered.
-	bg      bool   // started, and not yet collected (serve goroutine only)
-	bgRead  func() // backgroundRead, bound once: a go statement with a receiver allocates
-	bgDone  chan struct{}
-	bgN     int
-	bgErr   error
-	bgAbort atomic.Bool
+	// then serves as the wait for the next request. It is armed when the
+	// request's body is read and nothing is buffered, and starts when the
+	// handler is still running watchDelay later (watch.go).
+	watch      atomic.Int32 // watchOff, watchArmed or watchReading
+	watchTimer *time.Timer  // runs watchFire; made on first use
+	bgDone     chan struct{}
+	bgN        int
+	bgErr      error
+	bgAbort    atomic.Bool
 
 	// What runs when the client leaves during the handler (AfterClientGone).
 	goneMu   sync.Mutex
@@ -95,7 +96,6 @@ func newServerConn(s *Server, nc net.Conn) *serverConn {
 	c.conn.body.c = &c.conn
 	c.resp.c = c
 	c.stopGone = c.unregisterGone
-	c.bgRead = c.backgroundRead
 	return c
 }
 
@@ -158,9 +158,7 @@ func looksLikeHTTP(hdr []byte) bool {
 
 // end closes the connection, unless a handler took it over.
 func (c *serverConn) end() {
-	if c.bg {
-		c.stopBackgroundRead()
-	}
+	c.stopBackgroundRead()
 	c.srv.conns.Remove(c)
 	if c.hijacked {
 		return
@@ -290,11 +288,11 @@ func (c *serverConn) readHead() (*Head, error) {
 // fill waits for more bytes from the client: the background read's, if
 // one runs, else a read of its own.
 func (c *serverConn) fill() error {
-	if !c.bg {
+	if !c.disarm() {
 		return c.conn.fill()
 	}
-	c.bg = false
 	<-c.bgDone
+	c.watch.Store(watchOff)
 	c.conn.w += c.bgN
 	if c.bgN > 0 {
 		return nil
@@ -420,9 +418,7 @@ func (c *serverConn) hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if c.resp.sent {
 		return nil, nil, errors.New("h1: hijack after the response started")
 	}
-	if c.bg {
-		c.stopBackgroundRead()
-	}
+	c.stopBackgroundRead()
 	c.setReadDeadline(time.Time{})
 	c.clearWriteDeadline()
 	if w := &c.resp; w.status != 0 {

@@ -183,32 +183,46 @@ func TestServerContinueAfterEarlierWriteDeadline(t *testing.T) {
 // reach the hijacker: stopping that read sets the deadline in the past,
 // and whatever deadline was recorded before (none, a handler's, a stale
 // one cleared), the hijacker's reads must not time out at once.
+// A handler that hijacks while the background read runs (it starts after
+// watchDelay) gets what the client sends: bytes that came while the read
+// waited, or after it was stopped.
 func TestServerHijackAfterBackgroundReadCanRead(t *testing.T) {
-	onBoth(t, func(t *testing.T) {
-		type result struct {
-			s   string
-			err error
-		}
-		got := make(chan result, 1)
-		s := serveHandler(t, func(w http.ResponseWriter, r *http.Request) {
-			c, brw, err := http.NewResponseController(w).Hijack()
-			if err != nil {
-				got <- result{"", err}
-				return
-			}
-			defer c.Close()
-			b := make([]byte, 4)
-			_, err = io.ReadFull(brw, b)
-			got <- result{string(b), err}
+	for _, tc := range []struct {
+		name          string
+		before, after time.Duration // the handler's wait before it hijacks; the client's before it sends
+	}{
+		{"read stopped, bytes come later", 4 * watchDelay, 100 * time.Millisecond},
+		{"bytes came during the read", 100 * time.Millisecond, 4 * watchDelay},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			onBoth(t, func(t *testing.T) {
+				type result struct {
+					s   string
+					err error
+				}
+				got := make(chan result, 1)
+				s := serveHandler(t, func(w http.ResponseWriter, r *http.Request) {
+					time.Sleep(tc.before)
+					c, brw, err := http.NewResponseController(w).Hijack()
+					if err != nil {
+						got <- result{"", err}
+						return
+					}
+					defer c.Close()
+					b := make([]byte, 4)
+					_, err = io.ReadFull(brw, b)
+					got <- result{string(b), err}
+				})
+				sc := dialSuite(t, s.addr)
+				sc.send("GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+				time.Sleep(tc.after)
+				sc.send("ping")
+				if r := waitFor(t, got, "the hijacker"); r.err != nil || r.s != "ping" {
+					t.Errorf("the hijacker read %q, %v; want \"ping\"", r.s, r.err)
+				}
+			})
 		})
-		sc := dialSuite(t, s.addr)
-		sc.send("GET / HTTP/1.1\r\nHost: h\r\n\r\n")
-		time.Sleep(100 * time.Millisecond)
-		sc.send("ping")
-		if r := waitFor(t, got, "the hijacker"); r.err != nil || r.s != "ping" {
-			t.Errorf("the hijacker read %q, %v; want \"ping\"", r.s, r.err)
-		}
-	})
+	}
 }
 
 // The status a handler set before Hijack goes out, as with net/http
