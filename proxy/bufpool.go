@@ -5,8 +5,9 @@ import (
 	"sync/atomic"
 )
 
-// bufPool is a typed sync.Pool of fixed-size arrays: pointers to arrays go
-// in and out without the allocation that putting a slice in a Pool costs.
+// bufPool is a typed sync.Pool, of fixed-size arrays mostly: pointers to
+// arrays go in and out without the allocation that putting a slice in a
+// Pool costs.
 type bufPool[T any] struct{ p sync.Pool }
 
 func newBufPool[T any]() *bufPool[T] {

@@ -217,7 +217,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s := h.snap.Load()
 	info.ClientIP, info.TrustedPeer = clientIP(r, s.trusted)
 	d, _ := w.(deadliner) // before wrapping: the wrappers hide it
-	wr := &wrappers{rec: recorder{ResponseWriter: w, info: info}}
+	wr := wrapperPool.get()
+	wr.rec = recorder{ResponseWriter: w, info: info}
 	var body *clientBody
 	if inner.Body != nil && inner.Body != http.NoBody {
 		body = new(clientBody)
@@ -241,16 +242,21 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			// before a rewrite (dot segments resolved, as routing saw it).
 			s.access.Log(r, info)
 		}
+		*wr = wrappers{}
+		wrapperPool.put(wr)
 	}()
 	s.serve(wr, d, inner, info, body, &stats)
 }
 
 // wrappers are what ServeHTTP may wrap a response writer in, allocated
-// together.
+// together, and pooled: nothing holds a response writer once ServeHTTP
+// has returned.
 type wrappers struct {
 	rec recorder
 	dw  deadlineWriter
 }
+
+var wrapperPool = newBufPool[wrappers]()
 
 // serve answers the request through wr.rec, and wr.dw when send_timeout
 // applies, setting *stats to the series it is recorded in once it is

@@ -85,27 +85,52 @@ func parseRequestLine(line string, h *Head) error {
 
 func isDigit(c byte) bool { return '0' <= c && c <= '9' }
 
-// newRequest builds the http.Request for a parsed head: the header map
-// shares one slice of values, Host leaves the map for r.Host as in
-// net/http, and Transfer-Encoding for r.TransferEncoding.
-func newRequest(h *Head, ctx context.Context) (*http.Request, bool, error) {
-	// Built on the stack and copied once by WithContext, the only way to
-	// give a request its context.
-	r := &http.Request{
+// requestSpace is what a connection's requests reuse, one after the
+// other, beside the http.Request itself: the URL of a plain target, the
+// header map and the slice its values share. A map grown past
+// maxKeptFields is not kept, so that one large request does not make
+// every later one clear a large map.
+type requestSpace struct {
+	url    url.URL
+	header http.Header
+	values []string
+}
+
+const maxKeptFields = 32
+
+// newRequest makes r the http.Request for a parsed head, with context ctx,
+// in sp's space: the header map shares one slice of values, Host leaves
+// the map for r.Host as in net/http, and Transfer-Encoding for
+// r.TransferEncoding.
+func newRequest(h *Head, r *http.Request, ctx context.Context, sp *requestSpace) (bool, error) {
+	*r = http.Request{
 		Method: h.Method, RequestURI: h.Target,
 		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: h.Minor,
 		ContentLength: max(h.ContentLength, 0),
 		Close:         h.Close,
 	}
+	// WithContext is the only way to give a request its context; its copy
+	// stays on the stack.
+	*r = *r.WithContext(ctx)
 	if h.Minor == 0 {
 		r.Proto = "HTTP/1.0"
 	}
 	var err error
-	if r.URL, err = parseTarget(h.Method, h.Target); err != nil {
-		return nil, false, err
+	if r.URL, err = parseTarget(h.Method, h.Target, &sp.url); err != nil {
+		return false, err
 	}
-	r.Header = make(http.Header, len(h.Fields))
-	values := make([]string, len(h.Fields))
+	n := len(h.Fields)
+	if sp.header == nil || len(sp.header) > maxKeptFields {
+		sp.header = make(http.Header, n)
+	} else {
+		clear(sp.header)
+	}
+	if cap(sp.values) < n {
+		sp.values = make([]string, max(n, 8))
+	}
+	r.Header = sp.header
+	values := sp.values[:n]
+	clear(values)
 	hosts, expect := 0, false
 	for i, f := range h.Fields {
 		switch f.Name {
@@ -121,7 +146,7 @@ func newRequest(h *Head, ctx context.Context) (*http.Request, bool, error) {
 			}
 		case "Expect":
 			if !strings.EqualFold(f.Value, "100-continue") {
-				return nil, false, errExpect
+				return false, errExpect
 			}
 			expect = h.Minor == 1
 		}
@@ -133,7 +158,7 @@ func newRequest(h *Head, ctx context.Context) (*http.Request, bool, error) {
 		}
 	}
 	if hosts > 1 || hosts == 0 && h.Minor == 1 && h.Method != http.MethodConnect || !httpguts.ValidHostHeader(r.Host) {
-		return nil, false, errHost
+		return false, errHost
 	}
 	if r.URL.Host != "" {
 		r.Host = r.URL.Host // absolute-form wins (RFC 9112 §3.2.2)
@@ -144,7 +169,7 @@ func newRequest(h *Head, ctx context.Context) (*http.Request, bool, error) {
 			r.Trailer = announcedTrailer(h.Trailer)
 		}
 	}
-	return r.WithContext(ctx), expect, nil
+	return expect, nil
 }
 
 var chunked = []string{"chunked"}[:1:1]
@@ -166,8 +191,14 @@ func announcedTrailer(fields []string) http.Header {
 }
 
 // parseTarget parses a request-target as net/http does: origin-form,
-// absolute-form, "*", or a CONNECT request's authority-form.
-func parseTarget(method, target string) (*url.URL, error) {
+// absolute-form, "*", or a CONNECT request's authority-form. A path of
+// bytes that need no escaping, with any query, is parsed into u; other
+// targets get a URL of their own from url.ParseRequestURI.
+func parseTarget(method, target string, u *url.URL) (*url.URL, error) {
+	if path, query, ok := plainTarget(target); ok {
+		*u = url.URL{Path: path, RawQuery: query, ForceQuery: query == "" && len(path) < len(target)}
+		return u, nil
+	}
 	if method == http.MethodConnect && target[0] != '/' {
 		u, err := url.ParseRequestURI("http://" + target)
 		if err != nil || u.Path != "" || u.RawQuery != "" {
@@ -182,6 +213,38 @@ func parseTarget(method, target string) (*url.URL, error) {
 	}
 	return u, nil
 }
+
+// plainTarget splits an origin-form target whose path has only bytes that
+// url.URL keeps as they are (so Path is the path and RawPath empty) and
+// whose query has no control byte or space: what url.ParseRequestURI would
+// accept and make the same of, without its allocation.
+func plainTarget(target string) (path, query string, ok bool) {
+	if target == "" || target[0] != '/' {
+		return "", "", false
+	}
+	path, query, _ = strings.Cut(target, "?")
+	for i := 0; i < len(path); i++ {
+		if !pathByte[path[i]] {
+			return "", "", false
+		}
+	}
+	for i := 0; i < len(query); i++ {
+		if c := query[i]; c <= ' ' || c == 0x7f {
+			return "", "", false
+		}
+	}
+	return path, query, true
+}
+
+// pathByte: unreserved bytes, and the reserved ones url.URL leaves
+// unescaped in a path (RFC 3986 §2.2, §2.3; net/url's shouldEscape).
+var pathByte = func() (t [256]bool) {
+	for c := range 256 {
+		t[c] = 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
+			strings.IndexByte("-_.~$&+,/:;=@", byte(c)) >= 0
+	}
+	return t
+}()
 
 // requestBody is a request's body as the handler reads it: the connection's
 // Body, behind a mutex because a handler may read it on another goroutine

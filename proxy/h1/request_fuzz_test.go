@@ -39,8 +39,8 @@ func FuzzReadRequest(f *testing.F) {
 		if err != nil {
 			return
 		}
-		r, _, err := newRequest(h, context.Background())
-		if err != nil {
+		r := new(http.Request)
+		if _, err := newRequest(h, r, context.Background(), new(requestSpace)); err != nil {
 			return
 		}
 		c.conn.body.resetRequest(h)

@@ -3,7 +3,6 @@ package h1
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"crypto/tls"
 	"errors"
 	"io"
@@ -29,9 +28,15 @@ type serverConn struct {
 	remote string
 	state  atomic.Int32
 
-	resp   response
-	body   *requestBody // the current request's, nil without a body
-	cancel context.CancelFunc
+	resp response
+	body *requestBody // the current request's, nil without a body
+
+	// The request being served, its context (cancelled when it ends or
+	// the client leaves), URL and header map are reused from request to
+	// request: see reqinfo.Context.
+	req   http.Request
+	ctx   reqinfo.Context
+	space requestSpace
 
 	// The background read waits for the client while a handler runs, so
 	// that a client that leaves cancels its request (r.Context()), and
@@ -78,8 +83,6 @@ const (
 	maxDiscard   = 256 << 10
 	drainTimeout = 500 * time.Millisecond
 )
-
-var baseContext = context.Background()
 
 // after returns the deadline d from now, or none for d <= 0.
 func after(d time.Duration) time.Time {
@@ -303,13 +306,13 @@ func (c *serverConn) fill() error {
 // serveRequest runs the handler for one request and finishes its
 // response; it reports whether the connection may serve another.
 func (c *serverConn) serveRequest(h *Head) bool {
-	ctx, cancel := context.WithCancel(baseContext)
-	// The request's record comes with its context, in the same
-	// allocation, so that the handler need not copy the request to add it.
-	ctx, _ = reqinfo.NewContext(ctx)
-	r, expect, err := newRequest(h, ctx)
+	// The request's record comes with its context, so that the handler
+	// need not copy the request to add it.
+	c.ctx.Begin()
+	r := &c.req
+	expect, err := newRequest(h, r, &c.ctx, &c.space)
 	if err != nil {
-		cancel()
+		c.ctx.Cancel()
 		c.sendError(requestErrorStatus(err))
 		return false
 	}
@@ -317,7 +320,7 @@ func (c *serverConn) serveRequest(h *Head) bool {
 	cc.body.resetRequest(h)
 	c.handling()
 	r.RemoteAddr, r.TLS = c.remote, c.tls
-	c.body, c.cancel, c.continued = nil, cancel, false
+	c.body, c.continued = nil, false
 	c.gone, c.goneFn = false, nil
 	if cc.body.done {
 		r.Body = http.NoBody
@@ -328,7 +331,7 @@ func (c *serverConn) serveRequest(h *Head) bool {
 	}
 	c.resp.reset(r)
 	c.runHandler(r)
-	cancel()
+	c.ctx.Cancel()
 	if c.hijacked {
 		return false
 	}
@@ -387,9 +390,7 @@ func (c *serverConn) finishBody(keep bool) bool {
 
 // bodyDone runs when the handler has read the body to its end.
 func (c *serverConn) bodyDone() {
-	if c.cancel != nil {
-		c.startBackgroundRead()
-	}
+	c.startBackgroundRead()
 }
 
 // sendContinue sends "100 Continue" before the first read of a body whose

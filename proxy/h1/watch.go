@@ -41,7 +41,7 @@ const (
 
 // startBackgroundRead arms the read from the client while the handler
 // runs, unless bytes of a next request are already buffered; the request
-// is cancelled (c.cancel) when the client closes the connection meanwhile.
+// is cancelled (c.ctx) when the client closes the connection meanwhile.
 func (c *serverConn) startBackgroundRead() {
 	cc := &c.conn
 	if c.watch.Load() != watchOff || cc.r < cc.w {
@@ -83,7 +83,7 @@ func (c *serverConn) backgroundRead() {
 		}
 		c.bgN, c.bgErr = n, err
 		if n == 0 && !c.bgAbort.Load() {
-			c.cancel() // the client left
+			c.ctx.Cancel() // the client left
 			c.clientGone()
 		}
 		c.bgDone <- struct{}{}
