@@ -30,7 +30,7 @@ func benchProxy(b *testing.B, opts ...Option) *Handler {
 	return benchProxyTo(b, urls, opts...)
 }
 
-func benchProxyTo(b *testing.B, backends []string, opts ...Option) *Handler {
+func benchProxyTo(b testing.TB, backends []string, opts ...Option) *Handler {
 	var urls []string
 	for _, u := range backends {
 		urls = append(urls, `{ url = "`+u+`" }`)
@@ -124,7 +124,7 @@ func benchHandler(b *testing.B, h *Handler) {
 
 // cannedBackend answers every request on a connection with 100 bytes,
 // reading only as far as each request head's end.
-func cannedBackend(b *testing.B) string {
+func cannedBackend(b testing.TB) string {
 	response := []byte("HTTP/1.1 200 OK\r\nServer: canned\r\nContent-Type: text/plain\r\nContent-Length: 100\r\n\r\n" + strings.Repeat("x", 100))
 	return serveRaw(b, func(c net.Conn, _ int) {
 		buf := make([]byte, 4096)

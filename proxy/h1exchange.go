@@ -52,13 +52,22 @@ func (f *forwarder) h1(w http.ResponseWriter, o *outbound, b *balancer.Backend, 
 // answers: through Portico's HTTP/1 server's cheaper hook when w (or a
 // writer it wraps) offers one.
 func afterClientGone(w http.ResponseWriter, ctx context.Context, f func()) (stop func() bool) {
+	if n, ok := findWriter[interface{ AfterClientGone(func()) func() bool }](w); ok {
+		return n.AfterClientGone(f)
+	}
+	return context.AfterFunc(ctx, f)
+}
+
+// findWriter returns w, or the first writer w wraps (Unwrap), that is a T.
+func findWriter[T any](w http.ResponseWriter) (T, bool) {
 	for {
-		if n, ok := w.(interface{ AfterClientGone(func()) func() bool }); ok {
-			return n.AfterClientGone(f)
+		if t, ok := w.(T); ok {
+			return t, true
 		}
 		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
 		if !ok {
-			return context.AfterFunc(ctx, f)
+			var zero T
+			return zero, false
 		}
 		w = u.Unwrap()
 	}
@@ -135,8 +144,8 @@ func (f *forwarder) exchange(w http.ResponseWriter, o *outbound, c *h1.Conn, b *
 		_ = c.SetReadDeadline(time.Time{})
 	}
 
+	copyFields(w, h.Fields)
 	hdr := w.Header()
-	copyFields(hdr, h.Fields)
 	if o.bodyUnfinished() {
 		hdr["Connection"] = connClose
 	}

@@ -14,10 +14,18 @@ import (
 	"github.com/portico/portico/reqinfo"
 )
 
-// copyFields adds a response's end-to-end fields to h, after any that a
-// middleware set, with one allocation for all the value slices.
-func copyFields(h http.Header, fields []h1.Field) {
-	vals := make([]string, len(fields))
+// copyFields adds a response's end-to-end fields to w's header, after any
+// that a middleware set, with one slice for all the values: one Portico's
+// HTTP/1 server keeps for the connection, when w is its writer or wraps
+// it, else a new one.
+func copyFields(w http.ResponseWriter, fields []h1.Field) {
+	h := w.Header()
+	var vals []string
+	if fv, ok := findWriter[interface{ FieldValues(int) []string }](w); ok {
+		vals = fv.FieldValues(len(fields))
+	} else {
+		vals = make([]string, len(fields))
+	}
 	for i := range fields {
 		f := &fields[i]
 		if f.Hop {

@@ -41,6 +41,9 @@ type response struct {
 	base []byte    // buf's backing array, kept from one response to the next
 	head []byte    // scratch for the head, kept
 	wd   time.Time // the write deadline in force on the connection (under c.wmu)
+
+	values     []string // FieldValues' slice, kept
+	valuesUsed bool     // handed out for this response
 }
 
 const (
@@ -57,6 +60,7 @@ func (w *response) reset(r *http.Request) {
 	}
 
 	w.req = r
+	w.valuesUsed = false
 	w.status, w.declared, w.written = 0, -1, 0
 	w.noBody, w.sent, w.chunked, w.aborted, w.wdSet, w.err = r.Method == http.MethodHead, false, false, false, false, nil
 	w.close = r.Close
@@ -67,6 +71,24 @@ func (w *response) reset(r *http.Request) {
 }
 
 func (w *response) Header() http.Header { return w.header }
+
+// FieldValues returns n empty strings for the header's values to share,
+// from a slice the connection keeps (once per response; later calls get a
+// new one): the proxy copies a backend's fields into it without an
+// allocation per response. Like the header, it is not to be used once the
+// handler has returned.
+func (w *response) FieldValues(n int) []string {
+	if w.valuesUsed || n > maxKeptFields {
+		return make([]string, n)
+	}
+	w.valuesUsed = true
+	if cap(w.values) < n {
+		w.values = make([]string, max(n, 16))
+	}
+	v := w.values[:n]
+	clear(v)
+	return v
+}
 
 // WriteHeader sends an interim (1xx) response at once, with the header
 // as it is; a final status is held until the head goes out. Calls after

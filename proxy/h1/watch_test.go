@@ -76,3 +76,36 @@ func TestBackgroundReadOnlyUnderSlowHandlers(t *testing.T) {
 		t.Errorf("a handler running %v did not see its client leave", 20*watchDelay)
 	}
 }
+
+// FieldValues hands its kept slice out once per response: a second call
+// gets one of its own, and a response's values are empty when handed out.
+func TestFieldValuesOncePerResponse(t *testing.T) {
+	type fv interface{ FieldValues(int) []string }
+	fail := make(chan string, 4)
+	s := serveHandler(t, func(w http.ResponseWriter, r *http.Request) {
+		a := w.(fv).FieldValues(3)
+		b := w.(fv).FieldValues(3)
+		for _, v := range a {
+			if v != "" {
+				fail <- "a value left from the previous response: " + v
+			}
+		}
+		a[0], b[0] = "a", "b"
+		if a[0] != "a" {
+			fail <- "the second call's slice shares the first's"
+		}
+		w.Header()["X-Value"] = a[0:1:1]
+	})
+	sc := dialSuite(t, s.addr)
+	for range 2 {
+		sc.send("GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+		if res, _ := sc.response("GET"); res.Header.Get("X-Value") != "a" {
+			t.Fatalf("X-Value %q", res.Header.Get("X-Value"))
+		}
+	}
+	select {
+	case msg := <-fail:
+		t.Fatal(msg)
+	default:
+	}
+}
