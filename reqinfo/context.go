@@ -8,9 +8,9 @@ import (
 	"time"
 )
 
-// Context is a request's context with its record, made once per
-// connection and reused by each request the connection carries in turn:
-// Begin starts a request, Cancel ends it. It spares a request the
+// Context is a request's context with its record, which a server may
+// reuse for the connection's next request (Begin) once the request has
+// ended (Cancel), unless someone watched it: it spares a request the
 // allocations of a cancelCtx, of a context for the record and of the
 // http.Request that WithContext copies (the request can be reused too),
 // which were most of the garbage a small proxied request left, and so
@@ -18,14 +18,16 @@ import (
 //
 // It is cancelled as context.WithCancel's are: Done is closed and the
 // functions registered with AfterFunc (which context.WithCancel and
-// context.AfterFunc use for its children) run. A request's context must
-// not be used once its handler has returned, as its request must not:
-// the next request's would be seen. Stop functions from AfterFunc know
-// which request they belong to and do nothing for a later one.
+// context.AfterFunc use for its children) run. A context whose Done or
+// AfterFunc was called is Watched: what watches it may look at Err after
+// the request, and must see it cancelled for good, so a server takes a new
+// Context for the next request instead (a context's Err, once set, never
+// goes back to nil). Nothing else may use a request's context once its
+// handler has returned, as nothing may use its request.
 type Context struct {
 	cancelled atomic.Bool
 	mu        sync.Mutex
-	seq       uint64        // the request's number on the connection
+	watched   bool          // Done or AfterFunc was called
 	done      chan struct{} // made by the first Done, closed by Cancel
 	afters    []afterFunc   // registered for this request, not stopped
 	nextID    uint64
@@ -37,18 +39,20 @@ type afterFunc struct {
 	f  func()
 }
 
-// Begin starts a request on c: not cancelled, nothing registered, an empty
-// record, which it returns. The previous request must have been cancelled.
+// Begin starts a request on c, new or cancelled and not Watched: not
+// cancelled, an empty record, which it returns.
 func (c *Context) Begin() *Info {
-	c.mu.Lock()
-	c.seq++
-	c.done = nil
-	clear(c.afters)
-	c.afters = c.afters[:0]
 	c.cancelled.Store(false)
-	c.mu.Unlock()
 	c.info = Info{}
 	return &c.info
+}
+
+// Watched reports whether Done or AfterFunc was called on c: it is not to
+// be reused then.
+func (c *Context) Watched() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.watched
 }
 
 // Cancel ends the request: Done is closed, and what AfterFunc registered
@@ -77,6 +81,7 @@ func (c *Context) Deadline() (time.Time, bool) { return time.Time{}, false }
 func (c *Context) Done() <-chan struct{} {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.watched = true
 	if c.done == nil {
 		c.done = make(chan struct{})
 		if c.cancelled.Load() {
@@ -106,17 +111,18 @@ func (c *Context) Value(k any) any {
 func (c *Context) AfterFunc(f func()) (stop func() bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.watched = true
 	if c.cancelled.Load() {
 		go f()
 		return func() bool { return false }
 	}
 	c.nextID++
-	id, seq := c.nextID, c.seq
+	id := c.nextID
 	c.afters = append(c.afters, afterFunc{id, f})
 	return func() bool {
 		c.mu.Lock()
 		defer c.mu.Unlock()
-		if c.seq != seq || c.cancelled.Load() {
+		if c.cancelled.Load() {
 			return false
 		}
 		for i, a := range c.afters {

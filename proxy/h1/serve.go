@@ -35,7 +35,7 @@ type serverConn struct {
 	// the client leaves), URL and header map are reused from request to
 	// request: see reqinfo.Context.
 	req   http.Request
-	ctx   reqinfo.Context
+	ctx   *reqinfo.Context
 	space requestSpace
 
 	// The background read waits for the client while a handler runs, so
@@ -308,9 +308,12 @@ func (c *serverConn) fill() error {
 func (c *serverConn) serveRequest(h *Head) bool {
 	// The request's record comes with its context, so that the handler
 	// need not copy the request to add it.
+	if c.ctx == nil || c.ctx.Watched() {
+		c.ctx = new(reqinfo.Context)
+	}
 	c.ctx.Begin()
 	r := &c.req
-	expect, err := newRequest(h, r, &c.ctx, &c.space)
+	expect, err := newRequest(h, r, c.ctx, &c.space)
 	if err != nil {
 		c.ctx.Cancel()
 		c.sendError(requestErrorStatus(err))
@@ -390,7 +393,9 @@ func (c *serverConn) finishBody(keep bool) bool {
 
 // bodyDone runs when the handler has read the body to its end.
 func (c *serverConn) bodyDone() {
-	c.startBackgroundRead()
+	if c.ctx != nil { // a body read outside a request has none to cancel
+		c.startBackgroundRead()
+	}
 }
 
 // sendContinue sends "100 Continue" before the first read of a body whose

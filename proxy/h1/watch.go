@@ -49,12 +49,14 @@ func (c *serverConn) startBackgroundRead() {
 	}
 	cc.r, cc.w = 0, 0
 	c.bgAbort.Store(false)
-	c.watch.Store(watchArmed)
 	if c.watchTimer == nil {
-		c.watchTimer = time.AfterFunc(watchDelay, c.watchFire)
-	} else {
-		c.watchTimer.Reset(watchDelay)
+		// Made stopped, so that a disarm never finds the state armed and
+		// no timer to stop.
+		c.watchTimer = time.AfterFunc(time.Hour, c.watchFire)
+		c.watchTimer.Stop()
 	}
+	c.watch.Store(watchArmed)
+	c.watchTimer.Reset(watchDelay)
 }
 
 // watchFire runs on the timer's goroutine, which becomes the background
