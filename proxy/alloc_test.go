@@ -2,10 +2,12 @@ package proxy
 
 import (
 	"bytes"
-	"fmt"
+	"errors"
 	"net"
 	"net/http"
 	"testing"
+
+	"github.com/portico/portico/internal/testserve"
 )
 
 // A small proxied GET through Portico's HTTP/1 server, to a backend that
@@ -31,8 +33,10 @@ func TestProxiedRequestAllocations(t *testing.T) {
 			failed = err
 			return
 		}
-		if err := readResponse100(c, buf); err != nil {
+		if err := testserve.ReadResponse(c, buf, 100); err != nil {
 			failed = err
+		} else if !bytes.HasPrefix(buf, []byte("HTTP/1.1 200 ")) {
+			failed = errNot200
 		}
 	}
 	for range 50 {
@@ -47,24 +51,4 @@ func TestProxiedRequestAllocations(t *testing.T) {
 	}
 }
 
-// readResponse100 reads one response whose body is 100 bytes.
-func readResponse100(c net.Conn, buf []byte) error {
-	got := 0
-	for {
-		m, err := c.Read(buf[got:])
-		if err != nil {
-			return err
-		}
-		got += m
-		end := bytes.Index(buf[:got], []byte("\r\n\r\n"))
-		if end < 0 {
-			continue
-		}
-		if !bytes.HasPrefix(buf, []byte("HTTP/1.1 200 ")) {
-			return fmt.Errorf("unexpected response: %q", buf[:end])
-		}
-		if got >= end+4+100 {
-			return nil
-		}
-	}
-}
+var errNot200 = errors.New("the proxied response is not a 200")

@@ -1,8 +1,9 @@
 // Package testserve has pieces of test backends that tests of several
-// packages share: a count of a server's connections, an event stream.
+// packages share: a count of a server's connections, an event stream, a response reader that allocates nothing.
 package testserve
 
 import (
+	"bytes"
 	"io"
 	"net"
 	"net/http"
@@ -46,6 +47,26 @@ func Events(w http.ResponseWriter, r *http.Request) {
 		case <-r.Context().Done():
 			return
 		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// ReadResponse reads one response whose body is n bytes long from c into
+// buf, allocating nothing, for benchmarks and allocation counts; more than
+// one response is an error.
+func ReadResponse(c net.Conn, buf []byte, n int) error {
+	got := 0
+	for {
+		m, err := c.Read(buf[got:])
+		if err != nil {
+			return err
+		}
+		got += m
+		if end := bytes.Index(buf[:got], []byte("\r\n\r\n")); end >= 0 && got >= end+4+n {
+			if got > end+4+n {
+				return io.ErrUnexpectedEOF
+			}
+			return nil
 		}
 	}
 }

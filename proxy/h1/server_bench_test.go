@@ -2,10 +2,11 @@ package h1
 
 import (
 	"bytes"
-	"io"
 	"net"
 	"net/http"
 	"testing"
+
+	"github.com/portico/portico/internal/testserve"
 )
 
 // BenchmarkServer measures one keep-alive GET through the server to a
@@ -46,7 +47,7 @@ func BenchmarkServer(b *testing.B) {
 				if _, err := c.Write(req); err != nil {
 					b.Fatal(err)
 				}
-				if err := readBenchResponse(c, buf, len(body)); err != nil {
+				if err := testserve.ReadResponse(c, buf, len(body)); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -55,21 +56,3 @@ func BenchmarkServer(b *testing.B) {
 }
 
 var textPlain = []string{"text/plain"}
-
-// readBenchResponse reads one response whose body is n bytes long.
-func readBenchResponse(c net.Conn, buf []byte, n int) error {
-	got := 0
-	for {
-		m, err := c.Read(buf[got:])
-		if err != nil {
-			return err
-		}
-		got += m
-		if end := bytes.Index(buf[:got], []byte("\r\n\r\n")); end >= 0 && got >= end+4+n {
-			if got > end+4+n {
-				return io.ErrUnexpectedEOF // more than one response
-			}
-			return nil
-		}
-	}
-}
