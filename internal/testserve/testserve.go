@@ -1,5 +1,6 @@
 // Package testserve has pieces of test backends that tests of several
-// packages share: a count of a server's connections, an event stream, a response reader that allocates nothing.
+// packages share: a count of a server's connections, an event stream, a
+// response reader that allocates nothing.
 package testserve
 
 import (
