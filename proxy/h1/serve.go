@@ -294,9 +294,7 @@ func (c *serverConn) fill() error {
 	if !c.disarm() {
 		return c.conn.fill()
 	}
-	<-c.bgDone
-	c.watch.Store(watchOff)
-	c.conn.w += c.bgN
+	c.collectBackgroundRead()
 	if c.bgN > 0 {
 		return nil
 	}

@@ -117,10 +117,16 @@ func (c *serverConn) stopBackgroundRead() {
 	}
 	c.bgAbort.Store(true)
 	c.setReadDeadline(aLongTimeAgo)
+	c.collectBackgroundRead()
+	c.setReadDeadline(time.Time{})
+}
+
+// collectBackgroundRead waits for the background read to end and keeps
+// what it read (bgN bytes, then bgErr).
+func (c *serverConn) collectBackgroundRead() {
 	<-c.bgDone
 	c.watch.Store(watchOff)
 	c.conn.w += c.bgN
-	c.setReadDeadline(time.Time{})
 }
 
 // clientGone runs the function AfterClientGone registered, if any.
